@@ -1,0 +1,163 @@
+//! Raw command-line flags (clap). `RunArgs::to_config` turns them into a validated `Config`;
+//! every model flag is optional and overrides `--config FILE` and then the defaults.
+
+use crate::config::{Attention, Config, Engine, Input, Mask, Mlp, Norm, Precision, Skip, Weights};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "rankcollapse", version, about = "Simulate deep stacks of random attention layers and measure rank collapse")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one configuration and report per-layer collapse metrics.
+    Run(Box<RunArgs>),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// TOML file with a configuration (field names = flag names with '_'); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Number of layers.
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Tokens per sequence (n).
+    #[arg(long)]
+    pub tokens: Option<usize>,
+    /// Model width (d).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Attention heads (H).
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Rank r of W_Q, W_K per head [default: width / heads].
+    #[arg(long)]
+    pub head_rank: Option<usize>,
+    /// Value dimension per head [default: width / heads].
+    #[arg(long)]
+    pub value_dim: Option<usize>,
+    /// full | causal | window:W (|i-j| < W) | causal-window:W (i-W < j <= i).
+    #[arg(long, value_parser = |s: &str| s.parse::<Mask>())]
+    pub mask: Option<Mask>,
+    /// softmax | markov (input-independent random Markov) | uniform | identity.
+    #[arg(long, value_parser = |s: &str| s.parse::<Attention>())]
+    pub attention: Option<Attention>,
+    /// Use A - 11^T/n instead of A (the Mind-the-Gap fix).
+    #[arg(long)]
+    pub remove_outlier: bool,
+    /// Score temperature tau [default: 1/sqrt(head_rank)].
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// none | pre-ln | post-ln | rms | pre-rms | post-rms | sphere | pre-sphere | post-sphere.
+    #[arg(long, value_parser = |s: &str| s.parse::<Norm>())]
+    pub norm: Option<Norm>,
+    /// Epsilon of LayerNorm / RMSNorm [default: 1e-5].
+    #[arg(long)]
+    pub norm_eps: Option<f64>,
+    /// Gain of the normalisation (same for every feature) [default: 1].
+    #[arg(long)]
+    pub norm_gain: Option<f64>,
+    /// Bias of the normalisation (same for every feature) [default: 0].
+    #[arg(long)]
+    pub norm_bias: Option<f64>,
+    /// none | standard (X + f(X)) | scaled:A,B (A X + B f(X)).
+    #[arg(long, value_parser = |s: &str| s.parse::<Skip>())]
+    pub skip: Option<Skip>,
+    /// none | relu:K | gelu:K (hidden width K x width).
+    #[arg(long, value_parser = |s: &str| s.parse::<Mlp>())]
+    pub mlp: Option<Mlp>,
+    /// Weights of the MLP: gaussian (std 1/sqrt(fan-in)) | gaussian:STD | orthogonal | identity | scaled-identity:C.
+    #[arg(long, value_parser = |s: &str| s.parse::<Weights>())]
+    pub mlp_weights: Option<Weights>,
+    /// W_V: gaussian | gaussian:STD | orthogonal | identity | scaled-identity:C [default: gaussian].
+    #[arg(long, value_parser = |s: &str| s.parse::<Weights>())]
+    pub value: Option<Weights>,
+    /// W_Q and W_K: gaussian | gaussian:STD [default: gaussian, std 1/sqrt(width)].
+    #[arg(long, value_parser = |s: &str| s.parse::<Weights>())]
+    pub qk: Option<Weights>,
+    /// W_O: gaussian | gaussian:STD | orthogonal | identity | none [default: identity].
+    #[arg(long, value_parser = |s: &str| s.parse::<Weights>())]
+    pub out_proj: Option<Weights>,
+    /// gaussian | orthonormal | sphere | shared:RHO (token correlation RHO).
+    #[arg(long, value_parser = |s: &str| s.parse::<Input>())]
+    pub input: Option<Input>,
+    /// The same weights in every layer.
+    #[arg(long)]
+    pub share_layers: bool,
+    /// A fresh network for every sequence (default: one network for all sequences).
+    #[arg(long)]
+    pub per_sequence_weights: bool,
+    /// Independent sequences (the statistics are over these).
+    #[arg(long)]
+    pub sequences: Option<usize>,
+    /// Seed of every random draw.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// auto | cpu | gpu.
+    #[arg(long, value_parser = |s: &str| s.parse::<Engine>())]
+    pub engine: Option<Engine>,
+    /// Float type of the CPU engine: f32 | f64 [default: f64].
+    #[arg(long, value_parser = |s: &str| s.parse::<Precision>())]
+    pub precision: Option<Precision>,
+    /// Attention spectrum (sigma_1, sigma_2 of A and A - 11^T/n) every K-th layer, 0 = never.
+    /// It forms each n x n attention matrix and runs Lanczos on it: O(n^2) memory and several
+    /// n^2 products per head [default: 1].
+    #[arg(long)]
+    pub spectrum_every: Option<usize>,
+    /// CPU worker threads, 0 = all cores [default: 0].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Directory for layers.csv and manifest.json (created if missing).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also write sequences.csv (every sequence x layer) into --out.
+    #[arg(long)]
+    pub sequences_csv: bool,
+    /// What to print: a table, or the whole result as JSON.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+impl RunArgs {
+    /// The configuration these flags describe: defaults, then `--config`, then the flags.
+    pub fn to_config(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading --config {}: {e}", path.display()))?;
+                Config::from_toml(&text).map_err(|e| anyhow::anyhow!("in --config {}: {e}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+        }
+        set!(depth, tokens, width, heads, mask, attention, norm, norm_eps, norm_gain, norm_bias, skip, mlp,
+             mlp_weights, value, qk, out_proj, input, sequences, seed, engine, precision, spectrum_every, threads);
+        if self.head_rank.is_some() {
+            c.head_rank = self.head_rank;
+        }
+        if self.value_dim.is_some() {
+            c.value_dim = self.value_dim;
+        }
+        if self.temperature.is_some() {
+            c.temperature = self.temperature;
+        }
+        c.remove_outlier |= self.remove_outlier;
+        c.share_layers |= self.share_layers;
+        c.per_sequence_weights |= self.per_sequence_weights;
+        c.validate()?;
+        Ok(c)
+    }
+}

@@ -1,0 +1,247 @@
+//! The model: random weights and inputs drawn from the counter-based generator, and one layer as
+//! a composition of exact maps of the tracked state (attention, normalisation, skip, MLP).
+
+pub mod attention;
+pub mod mlp;
+pub mod norm;
+pub mod state;
+
+use crate::config::{Attention, Config, Input, Norm, Weights};
+use crate::linalg::orthonormalize_rows;
+use crate::rng::{GaussianBlock, Purpose, Stream, SHARED_SEQUENCE};
+use ndarray::Array2;
+pub use state::Tracked;
+
+/// The float type of an engine's state: f32 or f64.
+pub trait Real:
+    num_traits::Float
+    + ndarray::LinalgScalar
+    + ndarray::ScalarOperand
+    + std::iter::Sum
+    + num_traits::FromPrimitive
+    + std::ops::AddAssign
+    + std::ops::SubAssign
+    + std::ops::MulAssign
+    + std::ops::DivAssign
+    + std::fmt::Debug
+    + std::fmt::Display
+    + Send
+    + Sync
+    + 'static
+{
+    /// Machine epsilon.
+    const EPS: f64;
+    /// Converts from f64 (rounding).
+    fn c(x: f64) -> Self;
+    fn f(self) -> f64;
+}
+
+impl Real for f32 {
+    const EPS: f64 = f32::EPSILON as f64;
+    fn c(x: f64) -> Self {
+        x as f32
+    }
+    fn f(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Real for f64 {
+    const EPS: f64 = f64::EPSILON;
+    fn c(x: f64) -> Self {
+        x
+    }
+    fn f(self) -> f64 {
+        self
+    }
+}
+
+/// The random weights of one attention head.
+#[derive(Clone, Debug)]
+pub struct HeadWeights<T> {
+    pub query: Array2<T>,
+    pub key: Array2<T>,
+    pub value: Array2<T>,
+    /// Markov logits (n x n), only for `--attention markov`.
+    pub markov_logits: Option<Array2<T>>,
+}
+
+/// The random weights of one layer.
+#[derive(Clone, Debug)]
+pub struct LayerWeights<T> {
+    pub heads: Vec<HeadWeights<T>>,
+    pub out_proj: Option<Array2<T>>,
+    pub mlp: Option<(Array2<T>, Array2<T>)>,
+}
+
+/// A `rows x cols` matrix of the given family, in f64, drawn from block (seed, stream, sequence).
+/// Gaussian element (i, j) is normal number i * cols + j of the block.
+pub fn weight_matrix(w: Weights, rows: usize, cols: usize, block: GaussianBlock) -> Array2<f64> {
+    match w {
+        Weights::Gaussian(std) => {
+            let std = std.unwrap_or(1.0 / (rows as f64).sqrt());
+            Array2::from_shape_vec((rows, cols), block.normals(rows * cols)).unwrap() * std
+        }
+        Weights::Orthogonal => {
+            let mut g = block.normals(rows * cols);
+            orthonormalize_rows(&mut g, rows, cols);
+            Array2::from_shape_vec((rows, cols), g).unwrap()
+        }
+        Weights::Identity => Array2::eye(rows),
+        Weights::ScaledIdentity(c) => Array2::eye(rows) * c,
+        Weights::None => Array2::zeros((0, 0)),
+    }
+}
+
+fn cast<T: Real>(m: Array2<f64>) -> Array2<T> {
+    m.mapv(T::c)
+}
+
+/// The sequence index under which the weights of sequence `seq` are drawn.
+pub fn weight_sequence(cfg: &Config, seq: usize) -> u32 {
+    if cfg.per_sequence_weights {
+        seq as u32
+    } else {
+        SHARED_SEQUENCE
+    }
+}
+
+/// The weights of layer `layer` (0-based) for sequence `seq`, in f64.
+pub fn layer_weights_f64(cfg: &Config, layer: usize, seq: usize) -> LayerWeights<f64> {
+    let li = if cfg.share_layers { 0 } else { layer };
+    let sq = weight_sequence(cfg, seq);
+    let block = |p: Purpose, h: usize| GaussianBlock::new(cfg.seed, Stream::new(p, li, h), sq);
+    let (d, r, dv, n) = (cfg.width, cfg.head_rank(), cfg.value_dim(), cfg.tokens);
+    let heads = (0..cfg.heads)
+        .map(|h| {
+            let softmax = cfg.attention == Attention::Softmax;
+            HeadWeights {
+                query: if softmax { weight_matrix(cfg.qk, d, r, block(Purpose::Query, h)) } else { Array2::zeros((d, 0)) },
+                key: if softmax { weight_matrix(cfg.qk, d, r, block(Purpose::Key, h)) } else { Array2::zeros((d, 0)) },
+                value: weight_matrix(cfg.value, d, dv, block(Purpose::Value, h)),
+                markov_logits: (cfg.attention == Attention::Markov).then(|| {
+                    let z = block(Purpose::Markov, h).normals(n * n);
+                    let (mu, sd) = (-std::f64::consts::LN_2 / 2.0, std::f64::consts::LN_2.sqrt());
+                    Array2::from_shape_vec((n, n), z).unwrap().mapv(|x| mu + sd * x)
+                }),
+            }
+        })
+        .collect();
+    let out_proj = (cfg.out_proj != Weights::None)
+        .then(|| weight_matrix(cfg.out_proj, cfg.heads * dv, d, block(Purpose::Output, 0)));
+    let hidden = cfg.mlp_hidden();
+    let mlp = (hidden > 0).then(|| {
+        (
+            weight_matrix(cfg.mlp_weights, d, hidden, block(Purpose::MlpIn, 0)),
+            weight_matrix(cfg.mlp_weights, hidden, d, block(Purpose::MlpOut, 0)),
+        )
+    });
+    LayerWeights { heads, out_proj, mlp }
+}
+
+/// The weights of a layer in the engine's float type.
+pub fn layer_weights<T: Real>(cfg: &Config, layer: usize, seq: usize) -> LayerWeights<T> {
+    let w = layer_weights_f64(cfg, layer, seq);
+    LayerWeights {
+        heads: w
+            .heads
+            .into_iter()
+            .map(|h| HeadWeights {
+                query: cast(h.query),
+                key: cast(h.key),
+                value: cast(h.value),
+                markov_logits: h.markov_logits.map(cast),
+            })
+            .collect(),
+        out_proj: w.out_proj.map(cast),
+        mlp: w.mlp.map(|(a, b)| (cast(a), cast(b))),
+    }
+}
+
+/// The input tokens of sequence `seq` (n x d), in f64.
+pub fn input_tokens(cfg: &Config, seq: usize) -> Array2<f64> {
+    let (n, d) = (cfg.tokens, cfg.width);
+    let block = |p: Purpose| GaussianBlock::new(cfg.seed, Stream::new(p, 0, 0), seq as u32);
+    let g = block(Purpose::Input).normals(n * d);
+    let mut x = Array2::from_shape_vec((n, d), g).unwrap();
+    match cfg.input {
+        Input::Gaussian => {}
+        Input::Sphere => {
+            for mut row in x.rows_mut() {
+                let norm = row.dot(&row).sqrt();
+                row /= norm;
+            }
+        }
+        Input::Orthonormal => {
+            let mut flat = x.into_raw_vec_and_offset().0;
+            orthonormalize_rows(&mut flat, n, d);
+            x = Array2::from_shape_vec((n, d), flat).unwrap();
+        }
+        Input::Shared(rho) => {
+            let v = ndarray::Array1::from(block(Purpose::InputShared).normals(d));
+            x *= (1.0 - rho).sqrt();
+            x += &(v * rho.sqrt()).insert_axis(ndarray::Axis(0));
+        }
+    }
+    x
+}
+
+/// Attention statistics of one layer, averaged over heads.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AttentionStats {
+    /// Mean row entropy of A (nats).
+    pub entropy: f64,
+    /// sigma_1(A), sigma_2(A), sigma_1(A - 11^T/n), when the spectrum was computed.
+    pub spectrum: Option<[f64; 3]>,
+}
+
+/// One layer applied to the tracked state, as the configuration describes it; returns the new
+/// state and the statistics of its attention matrices.
+pub fn apply_layer<T: Real>(
+    cfg: &Config,
+    w: &LayerWeights<T>,
+    x: &Tracked<T>,
+    spectrum: bool,
+) -> (Tracked<T>, AttentionStats) {
+    let (a, b) = cfg.skip.coefficients();
+    let skip = |x: &Tracked<T>, f: Tracked<T>| {
+        if (a, b) == (0.0, 1.0) {
+            f
+        } else {
+            Tracked::affine_sum(a, x, b, &f)
+        }
+    };
+    let norm = |x: &Tracked<T>| norm::normalise(cfg, x);
+    let attend = |x: &Tracked<T>| attention::attention_layer(cfg, w, x, spectrum);
+    let mlp = |x: &Tracked<T>| mlp::mlp(cfg, w.mlp.as_ref().unwrap(), x);
+    let has_mlp = w.mlp.is_some();
+    match cfg.norm {
+        Norm::Pre(_) => {
+            let (f, stats) = attend(&norm(x));
+            let mut y = skip(x, f);
+            if has_mlp {
+                let f = mlp(&norm(&y));
+                y = skip(&y, f);
+            }
+            (y, stats)
+        }
+        Norm::Post(_) => {
+            let (f, stats) = attend(x);
+            let mut y = norm(&skip(x, f));
+            if has_mlp {
+                let f = mlp(&y);
+                y = norm(&skip(&y, f));
+            }
+            (y, stats)
+        }
+        Norm::None => {
+            let (f, stats) = attend(x);
+            let mut y = skip(x, f);
+            if has_mlp {
+                let f = mlp(&y);
+                y = skip(&y, f);
+            }
+            (y, stats)
+        }
+    }
+}
