@@ -35,7 +35,20 @@ impl<T: Real> Tracked<T> {
     pub fn compose(g: f64, mean_terms: Vec<Scaled<Array1<T>>>, lr: f64, mut y: Array2<T>) -> Self {
         let n = y.nrows();
         let d = y.ncols();
-        let col_mean = y.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(d));
+        // Shifted mean, x_0 + mean(x_i - x_0): exact when all rows are equal, so identical
+        // tokens give an exactly zero residual.
+        let col_mean = if n == 0 {
+            Array1::zeros(d)
+        } else {
+            let first = y.row(0).to_owned();
+            let nt = T::c(n as f64);
+            let mut mean = Array1::zeros(d);
+            for j in 0..d {
+                let diff_sum = y.column(j).iter().fold(T::zero(), |acc, v| acc + (*v - first[j]));
+                mean[j] = first[j] + diff_sum / nt;
+            }
+            mean
+        };
         y -= &col_mean.view().insert_axis(Axis(0));
         let mut terms = mean_terms;
         if lr > f64::NEG_INFINITY {

@@ -1,0 +1,91 @@
+//! The f32 engine against the f64 engine on random configurations: the tracked representation
+//! must keep f32 within float accuracy of f64 on every metric, however small the residual.
+
+use rankcollapse::config::Config;
+use rankcollapse::engine::cpu::simulate;
+use rankcollapse::metrics::METRICS;
+
+/// A small deterministic generator for choosing configurations (seed printed on failure).
+struct Pick(u64);
+impl Pick {
+    fn next(&mut self, k: usize) -> usize {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % k as u64) as usize
+    }
+    fn of<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.next(xs.len())]
+    }
+}
+
+pub fn random_config(seed: u64) -> Config {
+    let mut p = Pick(seed);
+    let tokens = [3, 5, 8, 13, 17][p.next(5)];
+    let width = [4, 6, 9, 16][p.next(4)];
+    let heads = [1, 2][p.next(2)];
+    let mut c = Config {
+        depth: 3 + p.next(4),
+        tokens,
+        width: width * heads,
+        heads,
+        sequences: 2,
+        seed,
+        mask: p.of(&["full", "causal", "window:2", "causal-window:3"]).parse().unwrap(),
+        attention: p.of(&["softmax", "softmax", "softmax", "markov", "identity", "uniform"]).parse().unwrap(),
+        remove_outlier: p.next(4) == 0,
+        norm: p.of(&["none", "pre-ln", "post-ln", "pre-rms", "post-rms", "post-sphere"]).parse().unwrap(),
+        skip: p.of(&["none", "standard", "scaled:0.7,0.9"]).parse().unwrap(),
+        mlp: p.of(&["none", "relu:2", "gelu:1"]).parse().unwrap(),
+        value: p.of(&["gaussian", "orthogonal", "gaussian:1"]).parse().unwrap(),
+        out_proj: p.of(&["identity", "gaussian"]).parse().unwrap(),
+        input: p.of(&["gaussian", "sphere", "shared:0.5"]).parse().unwrap(),
+        spectrum_every: 1,
+        ..Config::default()
+    };
+    if let rankcollapse::config::Mask::Window(w) | rankcollapse::config::Mask::CausalWindow(w) = c.mask {
+        if w > c.tokens {
+            c.mask = rankcollapse::config::Mask::Full;
+        }
+    }
+    c.validate().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    c
+}
+
+#[test]
+fn f32_engine_tracks_f64_engine_on_random_configurations() {
+    let mut worst = (0.0f64, String::new());
+    for seed in 100..124u64 {
+        let c = random_config(seed);
+        let lo = simulate::<f32>(&c);
+        let hi = simulate::<f64>(&c);
+        for (s, (hl, hh)) in lo.iter().zip(&hi).enumerate() {
+            for (l, (ml, mh)) in hl.iter().zip(hh).enumerate() {
+                for (k, name) in METRICS.iter().enumerate() {
+                    let (a, b) = match (ml.values[k], mh.values[k]) {
+                        (Some(a), Some(b)) => (a, b),
+                        (None, None) => continue,
+                        other => panic!("seed {seed} seq {s} layer {l} {name}: presence differs {other:?}"),
+                    };
+                    if a == b {
+                        continue;
+                    }
+                    // Log metrics: relative error of the log. Others: abs + rel, except
+                    // sigma_ratio, whose f64 value may lie below f32's range (see log10_sigma_ratio).
+                    let err = if name.starts_with("log10_") {
+                        (a - b).abs() / b.abs().max(1.0)
+                    } else if *name == "sigma_ratio" || *name == "res_fro" || *name == "res_dong" || *name == "mu" {
+                        (a - b).abs() / b.abs().max(1e-30).max(if b.abs() < 1e-3 { 1.0 } else { 0.0 })
+                    } else {
+                        (a - b).abs() / b.abs().max(1.0)
+                    };
+                    let tol = if name.starts_with("log10_") { 2e-3 } else { 1e-3 };
+                    let what = format!("seed {seed} seq {s} layer {l} {name}: f32 {a} vs f64 {b} (config {c:?})");
+                    assert!(err <= tol, "{what}");
+                    if err / tol > worst.0 {
+                        worst = (err / tol, what);
+                    }
+                }
+            }
+        }
+    }
+    println!("worst error / tolerance: {:.3} at {}", worst.0, worst.1);
+}
