@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 /// A configuration error: names the field, the offending value and what is allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid {field} = {value:?}: {allowed}")]
+#[error("{field} = {value:?} is invalid: {allowed}")]
 pub struct ConfigError {
     pub field: &'static str,
     pub value: String,

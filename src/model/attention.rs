@@ -5,9 +5,11 @@
 //! b_ij = tau <r_i W_Q, r_j W_K>. We write A_ij = p_j (1 + e_ij), p = softmax of the a-part over
 //! the mask, and accumulate P_i = sum_j p_j r_j and E_i = sum_j p_j e_ij r_j separately, so the
 //! small differences between rows are computed directly and never as a difference of large
-//! numbers. Three regimes, chosen per head from the bound |b_ij| <= tau |q_i| |k_j|:
-//! * direct (e^{2g} s^2 |b| > 1): A is formed as an ordinary softmax, nothing is small;
-//! * split: e_ij = expm1(x_ij - l_i), l_i = log1p(sum_k p_k expm1(x_ik)), x = e^{2g} s^2 b;
+//! numbers. Two regimes, chosen per head from the bound |b_ij| <= tau |q_i| |k_j|:
+//! * split: e_ij = expm1(x_ij - l_i) with x = e^{2g} s^2 b and l_i = log sum_k p_k e^{x_ik},
+//!   computed as log1p(sum_k p_k expm1(x_ik)) when |x| <= 1 and by log-sum-exp otherwise;
+//!   the weight p_j e_ij is formed in logs where p_j underflows. It is exact in every regime,
+//!   and keeps P row-independent under the full mask even when the scores are huge;
 //! * linear (e^{2g} s^2 |b| < eps): e_ij = e^{2g} s^2 (b_ij - sum_k p_k b_ik), the factor kept
 //!   as a log, so the rule holds however far below the float range the residual goes.
 //!
@@ -23,7 +25,6 @@ const ROW_BLOCK: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Regime {
-    Direct,
     Split,
     Linear,
 }
@@ -87,9 +88,7 @@ pub fn attend<T: Real>(
             let max_row = |m: &Array2<T>| m.rows().into_iter().map(|r| r.dot(&r).f()).fold(0.0, f64::max).sqrt();
             let bound = tau * max_row(q) * max_row(k);
             let lbb = if bound > 0.0 { lb + bound.ln() } else { f64::NEG_INFINITY };
-            if lbb > 0.0 {
-                Regime::Direct
-            } else if lbb < T::EPS.ln() {
+            if lbb < T::EPS.ln() {
                 Regime::Linear
             } else {
                 Regime::Split
@@ -104,7 +103,7 @@ pub fn attend<T: Real>(
     let const_p = mask == Mask::Full
         && match cfg.attention {
             Attention::Uniform => true,
-            Attention::Softmax => regime != Regime::Direct,
+            Attention::Softmax => true,
             _ => false,
         };
 
@@ -129,46 +128,47 @@ pub fn attend<T: Real>(
         for i in i0..i1 {
             let (rlo, rhi) = mask.range(i, n);
             let len = rhi - rlo;
-            // Base weights p over the row's neighbourhood (in f64).
-            let mut p: Vec<f64> = match cfg.attention {
-                Attention::Softmax => {
-                    let logits: Vec<f64> = (rlo..rhi)
-                        .map(|j| {
-                            let a = a_part.as_ref().map_or(0.0, |a| a[j]);
-                            let base = if fa == 0.0 { 0.0 } else { fa * a };
-                            if regime == Regime::Direct {
-                                let b = b_blk.as_ref().unwrap()[[i - i0, j - lo]].f() * tau;
-                                base + fb * b
-                            } else {
-                                base
-                            }
-                        })
-                        .collect();
-                    softmax(&logits)
-                }
+            // Base weights p over the row's neighbourhood (in f64), and their logs.
+            let logits: Vec<f64> = match cfg.attention {
+                Attention::Softmax => (rlo..rhi)
+                    .map(|j| {
+                        let a = a_part.as_ref().map_or(0.0, |a| a[j]);
+                        if fa == 0.0 {
+                            0.0
+                        } else {
+                            fa * a
+                        }
+                    })
+                    .collect(),
                 Attention::Markov => {
                     let lg = head.markov_logits.as_ref().expect("markov logits");
-                    let logits: Vec<f64> = (rlo..rhi).map(|j| lg[[i, j]].f()).collect();
-                    softmax(&logits)
+                    (rlo..rhi).map(|j| lg[[i, j]].f()).collect()
                 }
-                Attention::Uniform => vec![1.0 / len as f64; len],
-                Attention::Identity => (rlo..rhi).map(|j| if j == i { 1.0 } else { 0.0 }).collect(),
+                Attention::Uniform => vec![0.0; len],
+                Attention::Identity => (rlo..rhi).map(|j| if j == i { 0.0 } else { f64::NEG_INFINITY }).collect(),
             };
-            // Relative corrections e_ij (softmax only, split or linear regime).
-            let mut e = vec![0.0f64; len];
-            if is_softmax && regime != Regime::Direct {
+            let (p, log_p) = softmax(&logits);
+            // Weights of the E accumulator (softmax only): p_j e_ij (split) or p_j (b_ij - <b>_p)
+            // (linear, times e^{lb} outside).
+            let mut pe = vec![0.0f64; len];
+            if is_softmax {
                 if let Some(bb) = b_blk.as_ref() {
                     let b: Vec<f64> = (rlo..rhi).map(|j| bb[[i - i0, j - lo]].f() * tau).collect();
                     if regime == Regime::Split {
-                        let em: Vec<f64> = b.iter().map(|&v| (fb * v).exp_m1()).collect();
-                        let li = p.iter().zip(&em).map(|(p, e)| p * e).sum::<f64>().ln_1p();
-                        for (k, &v) in b.iter().enumerate() {
-                            e[k] = (fb * v - li).exp_m1();
+                        let x: Vec<f64> = b.iter().map(|&v| fb * v).collect();
+                        let li = if x.iter().all(|v| v.abs() <= 1.0) {
+                            p.iter().zip(&x).map(|(p, x)| p * x.exp_m1()).sum::<f64>().ln_1p()
+                        } else {
+                            log_sum_exp(log_p.iter().zip(&x).map(|(lp, x)| lp + x))
+                        };
+                        for k in 0..len {
+                            let t = x[k] - li;
+                            pe[k] = if p[k] > 1e-300 { p[k] * t.exp_m1() } else { (log_p[k] + t).exp() - p[k] };
                         }
                     } else {
                         let mean_b = p.iter().zip(&b).map(|(p, b)| p * b).sum::<f64>();
-                        for (k, &v) in b.iter().enumerate() {
-                            e[k] = v - mean_b;
+                        for k in 0..len {
+                            pe[k] = p[k] * (b[k] - mean_b);
                         }
                     }
                 }
@@ -176,7 +176,7 @@ pub fn attend<T: Real>(
             // The attention row itself: entropy and, if asked, the dense matrix.
             let mut h = 0.0;
             for k in 0..len {
-                let a = if regime == Regime::Linear { p[k] * (1.0 + fb * e[k]) } else { p[k] * (1.0 + e[k]) };
+                let a = if regime == Regime::Linear { p[k] + fb * pe[k] } else { p[k] + pe[k] };
                 if a > 0.0 {
                     h -= a * a.ln();
                 }
@@ -189,12 +189,11 @@ pub fn attend<T: Real>(
                 p_const = Some(Array1::from(p.clone()));
             }
             for k in 0..len {
-                we[[i - i0, rlo - lo + k]] = T::c(p[k] * e[k]);
+                we[[i - i0, rlo - lo + k]] = T::c(pe[k]);
                 if !const_p {
                     wp[[i - i0, rlo - lo + k]] = T::c(p[k]);
                 }
             }
-            p.clear();
         }
         let r_span = x.res.slice(s![lo..hi, ..]);
         if !const_p {
@@ -224,12 +223,19 @@ pub fn attend<T: Real>(
     (out, entropy, spec)
 }
 
-/// Numerically stable softmax.
-fn softmax(logits: &[f64]) -> Vec<f64> {
-    let top = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let ex: Vec<f64> = logits.iter().map(|z| (z - top).exp()).collect();
-    let sum: f64 = ex.iter().sum();
-    ex.into_iter().map(|v| v / sum).collect()
+/// Numerically stable softmax: the probabilities and their logs.
+fn softmax(logits: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let lse = log_sum_exp(logits.iter().cloned());
+    let log_p: Vec<f64> = logits.iter().map(|z| z - lse).collect();
+    (log_p.iter().map(|l| l.exp()).collect(), log_p)
+}
+
+fn log_sum_exp(xs: impl Iterator<Item = f64> + Clone) -> f64 {
+    let top = xs.clone().fold(f64::NEG_INFINITY, f64::max);
+    if top == f64::NEG_INFINITY {
+        return top;
+    }
+    top + xs.map(|x| (x - top).exp()).sum::<f64>().ln()
 }
 
 /// [sigma_1(A), sigma_2(A), sigma_1(A - 11^T/n)] by Lanczos on A^T A (matrix-free products).

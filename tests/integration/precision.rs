@@ -23,7 +23,7 @@ pub fn random_config(seed: u64) -> Config {
     let width = [4, 6, 9, 16][p.next(4)];
     let heads = [1, 2][p.next(2)];
     let mut c = Config {
-        depth: 3 + p.next(4),
+        depth: 3 + p.next(6),
         tokens,
         width: width * heads,
         heads,
@@ -46,6 +46,19 @@ pub fn random_config(seed: u64) -> Config {
             c.mask = rankcollapse::config::Mask::Full;
         }
     }
+    if c.heads > 1 && c.value == rankcollapse::config::Weights::Orthogonal {
+        c.value = rankcollapse::config::Weights::Gaussian(None);
+    }
+    if p.next(3) == 0 {
+        // Pure attention with a full mask: the residual falls doubly exponentially.
+        c.mask = rankcollapse::config::Mask::Full;
+        c.attention = rankcollapse::config::Attention::Softmax;
+        c.norm = rankcollapse::config::Norm::None;
+        c.skip = rankcollapse::config::Skip::None;
+        c.mlp = rankcollapse::config::Mlp::None;
+        c.remove_outlier = false;
+        c.depth = 6 + p.next(3);
+    }
     c.validate().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     c
 }
@@ -53,6 +66,7 @@ pub fn random_config(seed: u64) -> Config {
 #[test]
 fn f32_engine_tracks_f64_engine_on_random_configurations() {
     let mut worst = (0.0f64, String::new());
+    let mut deepest = 0.0f64;
     for seed in 100..124u64 {
         let c = random_config(seed);
         let lo = simulate::<f32>(&c);
@@ -65,27 +79,33 @@ fn f32_engine_tracks_f64_engine_on_random_configurations() {
                         (None, None) => continue,
                         other => panic!("seed {seed} seq {s} layer {l} {name}: presence differs {other:?}"),
                     };
+                    if *name == "log10_res_fro" && b.is_finite() {
+                        deepest = deepest.min(b);
+                    }
                     if a == b {
                         continue;
                     }
-                    // Log metrics: relative error of the log. Others: abs + rel, except
-                    // sigma_ratio, whose f64 value may lie below f32's range (see log10_sigma_ratio).
-                    let err = if name.starts_with("log10_") {
-                        (a - b).abs() / b.abs().max(1.0)
-                    } else if *name == "sigma_ratio" || *name == "res_fro" || *name == "res_dong" || *name == "mu" {
-                        (a - b).abs() / b.abs().max(1e-30).max(if b.abs() < 1e-3 { 1.0 } else { 0.0 })
+                    // Rounding errors of the state grow with depth (up to 3x per layer under pure
+                    // attention, the cubic map): a value metric after layer l may differ by 2e-5 * 3^l
+                    // relative (at most 1e-2), a log metric by the same amount absolutely, or by 2e-4
+                    // relative to its size (deep residuals grow like their error).
+                    let value_tol = (2e-5 * 3f64.powi(l as i32)).min(1e-2);
+                    let score = if name.starts_with("log10_") {
+                        ((a - b).abs() / value_tol).min((a - b).abs() / b.abs() / 2e-4)
                     } else {
-                        (a - b).abs() / b.abs().max(1.0)
+                        let scale = if b.abs() < 1e-3 && *name != "sigma_ratio" { 1.0 } else { b.abs() };
+                        (a - b).abs() / scale / value_tol
                     };
-                    let tol = if name.starts_with("log10_") { 2e-3 } else { 1e-3 };
                     let what = format!("seed {seed} seq {s} layer {l} {name}: f32 {a} vs f64 {b} (config {c:?})");
-                    assert!(err <= tol, "{what}");
-                    if err / tol > worst.0 {
-                        worst = (err / tol, what);
+                    assert!(score <= 1.0, "{what}");
+                    if score > worst.0 {
+                        worst = (score, what);
                     }
                 }
             }
         }
     }
+    println!("deepest log10 residual compared: {deepest:.1}");
+    assert!(deepest < -30.0, "the random configurations never went below log10 residual -30");
     println!("worst error / tolerance: {:.3} at {}", worst.0, worst.1);
 }
