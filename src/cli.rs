@@ -57,7 +57,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub remove_outlier: bool,
     /// Score temperature tau [default: 1/sqrt(head_rank)].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub temperature: Option<f64>,
     /// none | pre-ln | post-ln | rms | pre-rms | post-rms | sphere | pre-sphere | post-sphere.
     #[arg(long, value_parser = |s: &str| s.parse::<Norm>())]
@@ -66,10 +66,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub norm_eps: Option<f64>,
     /// Gain of the normalisation (same for every feature) [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub norm_gain: Option<f64>,
     /// Bias of the normalisation (same for every feature) [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub norm_bias: Option<f64>,
     /// none | standard (X + f(X)) | scaled:A,B (A X + B f(X)).
     #[arg(long, value_parser = |s: &str| s.parse::<Skip>())]
