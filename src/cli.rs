@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "rankcollapse", version, about = "Simulate deep stacks of random attention layers and measure rank collapse")]
+#[command(
+    name = "rankcollapse",
+    version,
+    about = "Simulate deep stacks of random attention layers and measure rank collapse"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -29,16 +33,16 @@ pub struct RunArgs {
     /// TOML file with a configuration (field names = flag names with '_'); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Number of layers.
+    /// Number of layers [default: 8].
     #[arg(long)]
     pub depth: Option<usize>,
-    /// Tokens per sequence (n).
+    /// Tokens per sequence (n) [default: 32].
     #[arg(long)]
     pub tokens: Option<usize>,
-    /// Model width (d).
+    /// Model width (d) [default: 32].
     #[arg(long)]
     pub width: Option<usize>,
-    /// Attention heads (H).
+    /// Attention heads (H) [default: 1].
     #[arg(long)]
     pub heads: Option<usize>,
     /// Rank r of W_Q, W_K per head [default: width / heads].
@@ -47,10 +51,10 @@ pub struct RunArgs {
     /// Value dimension per head [default: width / heads].
     #[arg(long)]
     pub value_dim: Option<usize>,
-    /// full | causal | window:W (|i-j| < W) | causal-window:W (i-W < j <= i).
+    /// full | causal | window:W (|i-j| < W) | causal-window:W (i-W < j <= i) [default: full].
     #[arg(long, value_parser = |s: &str| s.parse::<Mask>())]
     pub mask: Option<Mask>,
-    /// softmax | markov (input-independent random Markov) | uniform | identity.
+    /// softmax | markov (input-independent random Markov) | uniform | identity [default: softmax].
     #[arg(long, value_parser = |s: &str| s.parse::<Attention>())]
     pub attention: Option<Attention>,
     /// Use A - 11^T/n instead of A (the Mind-the-Gap fix).
@@ -59,7 +63,7 @@ pub struct RunArgs {
     /// Score temperature tau [default: 1/sqrt(head_rank)].
     #[arg(long, allow_negative_numbers = true)]
     pub temperature: Option<f64>,
-    /// none | pre-ln | post-ln | rms | pre-rms | post-rms | sphere | pre-sphere | post-sphere.
+    /// none | pre-ln | post-ln | rms | pre-rms | post-rms | sphere | pre-sphere | post-sphere [default: none].
     #[arg(long, value_parser = |s: &str| s.parse::<Norm>())]
     pub norm: Option<Norm>,
     /// Epsilon of LayerNorm / RMSNorm [default: 1e-5].
@@ -71,25 +75,25 @@ pub struct RunArgs {
     /// Bias of the normalisation (same for every feature) [default: 0].
     #[arg(long, allow_negative_numbers = true)]
     pub norm_bias: Option<f64>,
-    /// none | standard (X + f(X)) | scaled:A,B (A X + B f(X)).
+    /// none | standard (X + f(X)) | scaled:A,B (A X + B f(X)) [default: none].
     #[arg(long, value_parser = |s: &str| s.parse::<Skip>())]
     pub skip: Option<Skip>,
-    /// none | relu:K | gelu:K (hidden width K x width).
+    /// none | relu:K | gelu:K (hidden width K x width) [default: none].
     #[arg(long, value_parser = |s: &str| s.parse::<Mlp>())]
     pub mlp: Option<Mlp>,
-    /// Weights of the MLP: gaussian (std 1/sqrt(fan-in)) | gaussian:STD | orthogonal | identity | scaled-identity:C.
+    /// Weights of both MLP matrices: gaussian (std 1/sqrt(fan-in)) | gaussian:STD | orthogonal | identity | scaled-identity:C [default: gaussian].
     #[arg(long, value_parser = |s: &str| s.parse::<Weights>())]
     pub mlp_weights: Option<Weights>,
     /// W_V: gaussian | gaussian:STD | orthogonal | identity | scaled-identity:C [default: gaussian].
     #[arg(long, value_parser = |s: &str| s.parse::<Weights>())]
     pub value: Option<Weights>,
-    /// W_Q and W_K: gaussian | gaussian:STD [default: gaussian, std 1/sqrt(width)].
+    /// W_Q and W_K: gaussian | gaussian:STD | orthogonal | identity | scaled-identity:C (square ones need head_rank = width) [default: gaussian, std 1/sqrt(width)].
     #[arg(long, value_parser = |s: &str| s.parse::<Weights>())]
     pub qk: Option<Weights>,
     /// W_O: gaussian | gaussian:STD | orthogonal | identity | none [default: identity].
     #[arg(long, value_parser = |s: &str| s.parse::<Weights>())]
     pub out_proj: Option<Weights>,
-    /// gaussian | orthonormal | sphere | shared:RHO (token correlation RHO).
+    /// gaussian | orthonormal | sphere | shared:RHO (token correlation RHO) [default: gaussian].
     #[arg(long, value_parser = |s: &str| s.parse::<Input>())]
     pub input: Option<Input>,
     /// The same weights in every layer.
@@ -98,13 +102,13 @@ pub struct RunArgs {
     /// A fresh network for every sequence (default: one network for all sequences).
     #[arg(long)]
     pub per_sequence_weights: bool,
-    /// Independent sequences (the statistics are over these).
+    /// Independent sequences (the statistics are over these) [default: 16].
     #[arg(long)]
     pub sequences: Option<usize>,
-    /// Seed of every random draw.
+    /// Seed of every random draw [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// auto | cpu | gpu.
+    /// auto | cpu | gpu [default: auto].
     #[arg(long, value_parser = |s: &str| s.parse::<Engine>())]
     pub engine: Option<Engine>,
     /// Float type of the CPU engine: f32 | f64 [default: f64].
@@ -136,15 +140,39 @@ impl RunArgs {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| anyhow::anyhow!("reading --config {}: {e}", path.display()))?;
-                Config::from_toml(&text).map_err(|e| anyhow::anyhow!("in --config {}: {e}", path.display()))?
+                Config::from_toml(&text)
+                    .map_err(|e| anyhow::anyhow!("in --config {}: {e}", path.display()))?
             }
             None => Config::default(),
         };
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
-        set!(depth, tokens, width, heads, mask, attention, norm, norm_eps, norm_gain, norm_bias, skip, mlp,
-             mlp_weights, value, qk, out_proj, input, sequences, seed, engine, precision, spectrum_every, threads);
+        set!(
+            depth,
+            tokens,
+            width,
+            heads,
+            mask,
+            attention,
+            norm,
+            norm_eps,
+            norm_gain,
+            norm_bias,
+            skip,
+            mlp,
+            mlp_weights,
+            value,
+            qk,
+            out_proj,
+            input,
+            sequences,
+            seed,
+            engine,
+            precision,
+            spectrum_every,
+            threads
+        );
         if self.head_rank.is_some() {
             c.head_rank = self.head_rank;
         }

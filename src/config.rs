@@ -61,9 +61,7 @@ impl FromStr for Mask {
             None if s == "full" => Ok(Mask::Full),
             None if s == "causal" => Ok(Mask::Causal),
             Some(("window", w)) => Ok(Mask::Window(parse_num("mask", w, MASK_ALLOWED)?)),
-            Some(("causal-window", w)) => {
-                Ok(Mask::CausalWindow(parse_num("mask", w, MASK_ALLOWED)?))
-            }
+            Some(("causal-window", w)) => Ok(Mask::CausalWindow(parse_num("mask", w, MASK_ALLOWED)?)),
             _ => Err(bad("mask", s, MASK_ALLOWED)),
         }
     }
@@ -204,10 +202,7 @@ impl FromStr for Skip {
             None if s == "standard" => Ok(Skip::Standard),
             Some(("scaled", ab)) => {
                 let (a, b) = ab.split_once(',').ok_or_else(|| bad("skip", s, SKIP_ALLOWED))?;
-                Ok(Skip::Scaled(
-                    parse_num("skip", a, SKIP_ALLOWED)?,
-                    parse_num("skip", b, SKIP_ALLOWED)?,
-                ))
+                Ok(Skip::Scaled(parse_num("skip", a, SKIP_ALLOWED)?, parse_num("skip", b, SKIP_ALLOWED)?))
             }
             _ => Err(bad("skip", s, SKIP_ALLOWED)),
         }
@@ -668,9 +663,7 @@ impl Config {
             Weights::ScaledIdentity(c) if !c.is_finite() => {
                 Err(bad(field, w, "scaled-identity factor must be finite"))
             }
-            Weights::Orthogonal | Weights::Identity | Weights::ScaledIdentity(_)
-                if rows != cols =>
-            {
+            Weights::Orthogonal | Weights::Identity | Weights::ScaledIdentity(_) if rows != cols => {
                 Err(bad(field, w, format!("{w} needs a square matrix, but this one is {rows} x {cols}")))
             }
             Weights::None if !allow_none => Err(bad(field, w, "none is allowed for out_proj only")),

@@ -34,7 +34,10 @@ fn run(args: &RunArgs) -> anyhow::Result<i32> {
         if args.sequences_csv {
             output::write_atomic(&dir.join("sequences.csv"), &output::sequences_csv(&out)?)?;
         }
-        output::write_atomic(&dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+        output::write_atomic(
+            &dir.join("manifest.json"),
+            serde_json::to_string_pretty(&manifest)?.as_bytes(),
+        )?;
     }
     let bad = output::total_nonfinite(&stats);
     match args.format {
@@ -53,7 +56,9 @@ fn run(args: &RunArgs) -> anyhow::Result<i32> {
         }
     }
     if bad > 0 {
-        eprintln!("warning: {bad} non-finite values were excluded from the statistics (see the nonfinite column)");
+        eprintln!(
+            "warning: {bad} non-finite values were excluded from the statistics (see the nonfinite column)"
+        );
         return Ok(1);
     }
     Ok(0)

@@ -132,7 +132,14 @@ pub fn layer_metrics<T: Real>(x: &Tracked<T>, attn: Option<&AttentionStats>) -> 
 /// eigenvalue of P C P - t (P C u)(P C u)^T on u-perp, t = 1 / (beta / s^2 + u^T C u - x): a fixed
 /// point reached in a few steps that keeps full relative accuracy however small s is. Otherwise
 /// the Lanczos value of G is already accurate.
-fn second_eigenvalue(r: &Array2<f64>, m: &Array1<f64>, l: f64, direct: f64, start: &[f64], steps: usize) -> f64 {
+fn second_eigenvalue(
+    r: &Array2<f64>,
+    m: &Array1<f64>,
+    l: f64,
+    direct: f64,
+    start: &[f64],
+    steps: usize,
+) -> f64 {
     let m2 = m.dot(m);
     if l == f64::NEG_INFINITY {
         return f64::NEG_INFINITY;
@@ -222,7 +229,15 @@ pub fn summarize(name: &str, values: &[f64]) -> Summary {
     good.sort_by(|a, b| a.total_cmp(b));
     let count = good.len();
     if count == 0 {
-        return Summary { mean: f64::NAN, std: f64::NAN, median: f64::NAN, p05: f64::NAN, p95: f64::NAN, count, nonfinite };
+        return Summary {
+            mean: f64::NAN,
+            std: f64::NAN,
+            median: f64::NAN,
+            p05: f64::NAN,
+            p95: f64::NAN,
+            count,
+            nonfinite,
+        };
     }
     let neg_inf = good.iter().filter(|x| **x == f64::NEG_INFINITY).count();
     let (mean, std) = if neg_inf == count {

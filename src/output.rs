@@ -55,7 +55,12 @@ pub fn total_nonfinite(stats: &[Vec<(&'static str, Summary)>]) -> usize {
     stats.iter().flatten().map(|(_, s)| s.nonfinite).sum()
 }
 
-pub fn manifest(cfg: &Config, out: &RunOutput, stats: &[Vec<(&'static str, Summary)>], total_seconds: f64) -> Value {
+pub fn manifest(
+    cfg: &Config,
+    out: &RunOutput,
+    stats: &[Vec<(&'static str, Summary)>],
+    total_seconds: f64,
+) -> Value {
     json!({
         "tool": "rankcollapse",
         "version": env!("CARGO_PKG_VERSION"),
@@ -106,7 +111,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     tmp.1.write_all(bytes).with_context(|| format!("writing {}", tmp.0.display()))?;
     tmp.1.sync_all().ok();
     drop(tmp.1);
-    std::fs::rename(&tmp.0, path).with_context(|| format!("renaming {} to {}", tmp.0.display(), path.display()))?;
+    std::fs::rename(&tmp.0, path)
+        .with_context(|| format!("renaming {} to {}", tmp.0.display(), path.display()))?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@
 //!
 //! Rows are processed in blocks; the n x n matrix is only formed when its spectrum is requested.
 
-use super::state::{exp_or_zero, scaled_sum_matrix, Tracked};
+use super::state::{exp_or_zero, scaled_sum, Tracked};
 use super::{AttentionStats, HeadWeights, LayerWeights, Real};
 use crate::config::{Attention, Config, Mask};
 use crate::linalg::lanczos_top;
@@ -85,7 +85,8 @@ pub fn attend<T: Real>(
     let lb = 2.0 * g + 2.0 * l;
     let regime = match (&qr, &kr) {
         (Some(q), Some(k)) => {
-            let max_row = |m: &Array2<T>| m.rows().into_iter().map(|r| r.dot(&r).f()).fold(0.0, f64::max).sqrt();
+            let max_row =
+                |m: &Array2<T>| m.rows().into_iter().map(|r| r.dot(&r).f()).fold(0.0, f64::max).sqrt();
             let bound = tau * max_row(q) * max_row(k);
             let lbb = if bound > 0.0 { lb + bound.ln() } else { f64::NEG_INFINITY };
             if lbb < T::EPS.ln() {
@@ -100,12 +101,7 @@ pub fn attend<T: Real>(
     let fb = exp_or_zero(lb);
     // log of the factor that multiplies the E accumulator.
     let le = if regime == Regime::Linear { lb } else { 0.0 };
-    let const_p = mask == Mask::Full
-        && match cfg.attention {
-            Attention::Uniform => true,
-            Attention::Softmax => true,
-            _ => false,
-        };
+    let const_p = mask == Mask::Full && matches!(cfg.attention, Attention::Uniform | Attention::Softmax);
 
     let mut dense_a = spectrum.then(|| Array2::<f64>::zeros((n, n)));
     let mut entropy = 0.0;
@@ -145,7 +141,9 @@ pub fn attend<T: Real>(
                     (rlo..rhi).map(|j| lg[[i, j]].f()).collect()
                 }
                 Attention::Uniform => vec![0.0; len],
-                Attention::Identity => (rlo..rhi).map(|j| if j == i { 0.0 } else { f64::NEG_INFINITY }).collect(),
+                Attention::Identity => {
+                    (rlo..rhi).map(|j| if j == i { 0.0 } else { f64::NEG_INFINITY }).collect()
+                }
             };
             let (p, log_p) = softmax(&logits);
             // Weights of the E accumulator (softmax only): p_j e_ij (split) or p_j (b_ij - <b>_p)
@@ -163,7 +161,8 @@ pub fn attend<T: Real>(
                         };
                         for k in 0..len {
                             let t = x[k] - li;
-                            pe[k] = if p[k] > 1e-300 { p[k] * t.exp_m1() } else { (log_p[k] + t).exp() - p[k] };
+                            pe[k] =
+                                if p[k] > 1e-300 { p[k] * t.exp_m1() } else { (log_p[k] + t).exp() - p[k] };
                         }
                     } else {
                         let mean_b = p.iter().zip(&b).map(|(p, b)| p * b).sum::<f64>();
@@ -216,7 +215,7 @@ pub fn attend<T: Real>(
         mean_terms.push((l, p.dot(&x.res)));
         Tracked::compose(g, mean_terms, l + le, y_e)
     } else {
-        let (ly, y) = scaled_sum_matrix(vec![(0.0, y_p), (le, y_e)], n, d);
+        let (ly, y) = scaled_sum(vec![(0.0, y_p), (le, y_e)], ndarray::Ix2(n, d));
         Tracked::compose(g, mean_terms, l + ly, y)
     };
     let spec = dense_a.map(|a| attention_spectrum(&a));

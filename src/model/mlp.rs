@@ -13,8 +13,10 @@ use crate::config::{Activation, Config, Mlp};
 use ndarray::Array2;
 
 /// 8-point Gauss-Legendre nodes and weights on [-1, 1] (positive half).
-const GL_NODES: [f64; 4] = [0.183_434_642_495_649_8, 0.525_532_409_916_329, 0.796_666_477_413_626_7, 0.960_289_856_497_536_3];
-const GL_WEIGHTS: [f64; 4] = [0.362_683_783_378_362, 0.313_706_645_877_887_3, 0.222_381_034_453_374_5, 0.101_228_536_290_376_3];
+const GL_NODES: [f64; 4] =
+    [0.183_434_642_495_649_8, 0.525_532_409_916_329, 0.796_666_477_413_626_7, 0.960_289_856_497_536_3];
+const GL_WEIGHTS: [f64; 4] =
+    [0.362_683_783_378_362, 0.313_706_645_877_887_3, 0.222_381_034_453_374_5, 0.101_228_536_290_376_3];
 
 pub fn mlp<T: Real>(cfg: &Config, w: &(Array2<T>, Array2<T>), x: &Tracked<T>) -> Tracked<T> {
     let act = match cfg.mlp {
@@ -53,7 +55,9 @@ fn gelu_slope(big: f64, delta: f64) -> f64 {
         let mut avg = 0.0;
         for k in 0..4 {
             let t = 0.5 * GL_NODES[k];
-            avg += 0.5 * GL_WEIGHTS[k] * (normal_pdf(big + delta * (0.5 + t)) + normal_pdf(big + delta * (0.5 - t)));
+            avg += 0.5
+                * GL_WEIGHTS[k]
+                * (normal_pdf(big + delta * (0.5 + t)) + normal_pdf(big + delta * (0.5 - t)));
         }
         normal_cdf(big + delta) + big * avg
     } else {

@@ -116,8 +116,16 @@ pub fn layer_weights_f64(cfg: &Config, layer: usize, seq: usize) -> LayerWeights
         .map(|h| {
             let softmax = cfg.attention == Attention::Softmax;
             HeadWeights {
-                query: if softmax { weight_matrix(cfg.qk, d, r, block(Purpose::Query, h)) } else { Array2::zeros((d, 0)) },
-                key: if softmax { weight_matrix(cfg.qk, d, r, block(Purpose::Key, h)) } else { Array2::zeros((d, 0)) },
+                query: if softmax {
+                    weight_matrix(cfg.qk, d, r, block(Purpose::Query, h))
+                } else {
+                    Array2::zeros((d, 0))
+                },
+                key: if softmax {
+                    weight_matrix(cfg.qk, d, r, block(Purpose::Key, h))
+                } else {
+                    Array2::zeros((d, 0))
+                },
                 value: weight_matrix(cfg.value, d, dv, block(Purpose::Value, h)),
                 markov_logits: (cfg.attention == Attention::Markov).then(|| {
                     let z = block(Purpose::Markov, h).normals(n * n);

@@ -53,7 +53,8 @@ pub fn normalise_kind<T: Real>(kind: NormKind, eps: f64, gain: f64, bias: f64, x
     let s = exp_or_zero(x.log_res);
     let c2 = c.iter().map(|a| a * a).sum::<f64>() / denom;
     let s0 = (kk * c2 + eps_hat).sqrt();
-    let rows: Vec<Vec<f64>> = x.res.rows().into_iter().map(|r| feature_centre(r.iter().map(|v| v.f()).collect())).collect();
+    let rows: Vec<Vec<f64>> =
+        x.res.rows().into_iter().map(|r| feature_centre(r.iter().map(|v| v.f()).collect())).collect();
     let v: Vec<f64> = rows.iter().map(|u| u.iter().map(|a| a * a).sum::<f64>() / denom).collect();
     let vmax = v.iter().cloned().fold(0.0, f64::max);
 

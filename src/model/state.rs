@@ -5,7 +5,7 @@
 //! the float range) stays representable; only O(1) numbers are stored in the float type `T`.
 
 use super::Real;
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray::{Array, Array1, Array2, ArrayView2, Axis, Dimension, Ix1, Ix2};
 
 #[derive(Clone, Debug)]
 pub struct Tracked<T> {
@@ -54,7 +54,7 @@ impl<T: Real> Tracked<T> {
         if lr > f64::NEG_INFINITY {
             terms.push((lr, col_mean));
         }
-        let (lm, mean) = scaled_sum(terms, d);
+        let (lm, mean) = scaled_sum(terms, Ix1(d));
         let (lr, res) = normalise_residual(lr, y);
         Self::normalised(g, lm, mean, lr, res, n)
     }
@@ -98,7 +98,14 @@ impl<T: Real> Tracked<T> {
     }
 
     pub fn zero(n: usize, d: usize) -> Self {
-        Self::normalised(0.0, f64::NEG_INFINITY, Array1::zeros(d), f64::NEG_INFINITY, Array2::zeros((n, d)), n)
+        Self::normalised(
+            0.0,
+            f64::NEG_INFINITY,
+            Array1::zeros(d),
+            f64::NEG_INFINITY,
+            Array2::zeros((n, d)),
+            n,
+        )
     }
 
     /// a X + b F, with the scales combined by log-sum-exp (a skip connection).
@@ -120,7 +127,7 @@ impl<T: Real> Tracked<T> {
             .filter(|(_, _, s)| s.log_res > f64::NEG_INFINITY)
             .map(|(lg, sign, s)| (lg - g + s.log_res, s.res.mapv(|v| v * *sign)))
             .collect();
-        let (lr, y) = scaled_sum_matrix(res_terms, n, d);
+        let (lr, y) = scaled_sum(res_terms, Ix2(n, d));
         Self::compose(g, mean_terms, lr, y)
     }
 
@@ -132,10 +139,7 @@ impl<T: Real> Tracked<T> {
         if g == f64::NEG_INFINITY {
             return Self::zero(n, total);
         }
-        let lr = parts
-            .iter()
-            .map(|p| p.log_scale - g + p.log_res)
-            .fold(f64::NEG_INFINITY, f64::max);
+        let lr = parts.iter().map(|p| p.log_scale - g + p.log_res).fold(f64::NEG_INFINITY, f64::max);
         let mut mean = Array1::zeros(total);
         let mut y = Array2::zeros((n, total));
         let mut at = 0;
@@ -171,29 +175,15 @@ pub fn exp_or_zero(x: f64) -> f64 {
 }
 
 /// sum_k e^{l_k} v_k as e^L v with L = max l_k (every factor e^{l_k - L} is at most one).
-pub fn scaled_sum<T: Real>(terms: Vec<Scaled<Array1<T>>>, d: usize) -> Scaled<Array1<T>> {
+pub fn scaled_sum<T: Real, D: Dimension>(terms: Vec<Scaled<Array<T, D>>>, shape: D) -> Scaled<Array<T, D>> {
     let top = terms.iter().map(|t| t.0).fold(f64::NEG_INFINITY, f64::max);
-    let mut out = Array1::zeros(d);
+    let mut out = Array::zeros(shape);
     if top == f64::NEG_INFINITY {
         return (top, out);
     }
     for (l, v) in terms {
         let f = T::c(exp_or_zero(l - top));
-        out.zip_mut_with(&v, |o, x| *o = *o + f * *x);
-    }
-    (top, out)
-}
-
-/// The same sum for matrices.
-pub fn scaled_sum_matrix<T: Real>(terms: Vec<Scaled<Array2<T>>>, n: usize, d: usize) -> Scaled<Array2<T>> {
-    let top = terms.iter().map(|t| t.0).fold(f64::NEG_INFINITY, f64::max);
-    let mut out = Array2::zeros((n, d));
-    if top == f64::NEG_INFINITY {
-        return (top, out);
-    }
-    for (l, v) in terms {
-        let f = T::c(exp_or_zero(l - top));
-        out.zip_mut_with(&v, |o, x| *o = *o + f * *x);
+        out.zip_mut_with(&v, |o, x| *o += f * *x);
     }
     (top, out)
 }

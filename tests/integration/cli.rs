@@ -16,7 +16,20 @@ fn run_writes_tidy_layers_csv_sequences_csv_and_manifest() {
     let status = bin()
         .args(["run"])
         .args(TINY)
-        .args(["--width", "4", "--mask", "causal", "--norm", "post-ln", "--skip", "standard", "--mlp", "gelu:2", "--sequences-csv", "--out"])
+        .args([
+            "--width",
+            "4",
+            "--mask",
+            "causal",
+            "--norm",
+            "post-ln",
+            "--skip",
+            "standard",
+            "--mlp",
+            "gelu:2",
+            "--sequences-csv",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
@@ -50,7 +63,8 @@ fn run_writes_tidy_layers_csv_sequences_csv_and_manifest() {
     assert_eq!(seqs.lines().count(), 1 + 3 * 4, "{seqs}");
     assert!(seqs.starts_with("sequence,layer,res_fro,log10_res_fro"));
 
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["engine"], "cpu-f64");
     assert_eq!(manifest["seed"], 5);
     assert_eq!(manifest["config"]["mask"], "causal");
@@ -61,7 +75,11 @@ fn run_writes_tidy_layers_csv_sequences_csv_and_manifest() {
     let cfg: Config = serde_json::from_value(manifest["config"].clone()).unwrap();
     cfg.validate().unwrap();
     assert_eq!(cfg.mlp.to_string(), "gelu:2");
-    let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().contains(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
@@ -69,9 +87,14 @@ fn run_writes_tidy_layers_csv_sequences_csv_and_manifest() {
 fn json_format_and_toml_config_agree_with_flags() {
     let dir = tempfile::tempdir().unwrap();
     let toml = dir.path().join("run.toml");
-    std::fs::write(&toml, "depth = 3\ntokens = 6\nwidth = 4\nsequences = 3\nseed = 5\nmask = \"window:2\"\n").unwrap();
+    std::fs::write(&toml, "depth = 3\ntokens = 6\nwidth = 4\nsequences = 3\nseed = 5\nmask = \"window:2\"\n")
+        .unwrap();
     let from_file = bin().args(["run", "--format", "json", "--config"]).arg(&toml).output().unwrap();
-    let from_flags = bin().args(["run", "--format", "json", "--mask", "window:2", "--width", "4"]).args(TINY).output().unwrap();
+    let from_flags = bin()
+        .args(["run", "--format", "json", "--mask", "window:2", "--width", "4"])
+        .args(TINY)
+        .output()
+        .unwrap();
     assert!(from_file.status.success() && from_flags.status.success());
     let a: serde_json::Value = serde_json::from_slice(&from_file.stdout).unwrap();
     let b: serde_json::Value = serde_json::from_slice(&from_flags.stdout).unwrap();
@@ -83,7 +106,11 @@ fn json_format_and_toml_config_agree_with_flags() {
 
 #[test]
 fn exact_collapse_is_reported_as_minus_infinity_not_nan() {
-    let out = bin().args(["run", "--format", "json", "--attention", "uniform", "--width", "4"]).args(TINY).output().unwrap();
+    let out = bin()
+        .args(["run", "--format", "json", "--attention", "uniform", "--width", "4"])
+        .args(TINY)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["layers"][1]["metrics"]["log10_res_fro"]["mean"], "-inf");

@@ -1,11 +1,11 @@
 //! Known answers: exact collapse under uniform attention, rank one preserved, the Chafai edge of
 //! random Markov matrices, and the cubic rate of pure attention.
 
+use ndarray::Array2;
 use rankcollapse::config::Config;
 use rankcollapse::engine::cpu::simulate;
 use rankcollapse::metrics::LayerMetrics;
 use rankcollapse::model::{apply_layer, layer_weights, Tracked};
-use ndarray::Array2;
 
 fn cfg(f: impl FnOnce(&mut Config)) -> Config {
     let mut c = Config { depth: 4, tokens: 16, width: 8, sequences: 3, seed: 11, ..Config::default() };
@@ -28,7 +28,10 @@ fn uniform_attention_with_full_mask_collapses_in_one_layer_exactly() {
             assert_eq!(m.get("res_fro"), Some(0.0), "seed 11 seq {s} layer {l}");
             assert_eq!(m.get("log10_res_fro"), Some(f64::NEG_INFINITY), "seed 11 seq {s} layer {l}");
             assert_eq!(m.get("log10_res_dong"), Some(f64::NEG_INFINITY), "seed 11 seq {s} layer {l}");
-            assert!(m.values.iter().flatten().all(|v| !v.is_nan()), "seed 11 seq {s} layer {l}: NaN in {m:?}");
+            assert!(
+                m.values.iter().flatten().all(|v| !v.is_nan()),
+                "seed 11 seq {s} layer {l}: NaN in {m:?}"
+            );
         }
     }
     // The same uniform attention under a causal mask does not collapse in one layer.
@@ -42,7 +45,13 @@ fn uniform_attention_with_full_mask_collapses_in_one_layer_exactly() {
 
 #[test]
 fn identical_tokens_stay_identical_through_every_part() {
-    for (norm, skip, mlp) in [("none", "none", "none"), ("pre-ln", "standard", "gelu:2"), ("post-ln", "scaled:0.5,1", "relu:2"), ("post-rms", "standard", "none"), ("pre-sphere", "standard", "relu:1")] {
+    for (norm, skip, mlp) in [
+        ("none", "none", "none"),
+        ("pre-ln", "standard", "gelu:2"),
+        ("post-ln", "scaled:0.5,1", "relu:2"),
+        ("post-rms", "standard", "none"),
+        ("pre-sphere", "standard", "relu:1"),
+    ] {
         let c = cfg(|c| {
             c.input = "shared:1".parse().unwrap();
             c.norm = norm.parse().unwrap();
@@ -52,8 +61,15 @@ fn identical_tokens_stay_identical_through_every_part() {
         });
         for (s, h) in simulate::<f64>(&c).iter().enumerate() {
             for (l, m) in h.iter().enumerate() {
-                assert_eq!(m.get("log10_res_fro"), Some(f64::NEG_INFINITY), "{norm}/{skip}/{mlp} seed 11 seq {s} layer {l}");
-                assert!(m.values.iter().flatten().all(|v| !v.is_nan()), "{norm}/{skip}/{mlp} layer {l}: NaN in {m:?}");
+                assert_eq!(
+                    m.get("log10_res_fro"),
+                    Some(f64::NEG_INFINITY),
+                    "{norm}/{skip}/{mlp} seed 11 seq {s} layer {l}"
+                );
+                assert!(
+                    m.values.iter().flatten().all(|v| !v.is_nan()),
+                    "{norm}/{skip}/{mlp} layer {l}: NaN in {m:?}"
+                );
             }
         }
     }
@@ -68,7 +84,8 @@ fn rank_one_tokens_stay_rank_one_under_attention() {
         c.mask = "causal".parse().unwrap();
     });
     let n = c.tokens;
-    let x = Array2::from_shape_fn((n, c.width), |(i, j)| (1.0 + 0.3 * i as f64) * ((j as f64) * 0.7 + 0.2).sin());
+    let x =
+        Array2::from_shape_fn((n, c.width), |(i, j)| (1.0 + 0.3 * i as f64) * ((j as f64) * 0.7 + 0.2).sin());
     let mut state = Tracked::from_matrix(x);
     for layer in 0..c.depth {
         let w = layer_weights::<f64>(&c, layer, 0);
@@ -135,11 +152,17 @@ fn pure_attention_collapses_with_the_cubic_exponent() {
         for (k, r) in ratios.iter().enumerate() {
             assert!((r - 3.0).abs() < 0.05 * 3.0, "seed 11 seq {s}: ratio {r} in {h:?}");
             if k > 0 {
-                assert!((r - 3.0).abs() <= (ratios[k - 1] - 3.0).abs() + 1e-9, "seed 11 seq {s}: not tending to 3: {ratios:?}");
+                assert!(
+                    (r - 3.0).abs() <= (ratios[k - 1] - 3.0).abs() + 1e-9,
+                    "seed 11 seq {s}: not tending to 3: {ratios:?}"
+                );
             }
         }
         let deep = ratios_below(h, -200.0);
-        assert!(!deep.is_empty() && deep.iter().all(|r| (r - 3.0).abs() < 0.005 * 3.0), "seed 11 seq {s}: {deep:?}");
+        assert!(
+            !deep.is_empty() && deep.iter().all(|r| (r - 3.0).abs() < 0.005 * 3.0),
+            "seed 11 seq {s}: {deep:?}"
+        );
     }
     // The check is not vacuous: a causal mask collapses only exponentially (ratios near 1).
     let causal = cfg(|c| {

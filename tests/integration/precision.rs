@@ -96,7 +96,8 @@ fn f32_engine_tracks_f64_engine_on_random_configurations() {
                         let scale = if b.abs() < 1e-3 && *name != "sigma_ratio" { 1.0 } else { b.abs() };
                         (a - b).abs() / scale / value_tol
                     };
-                    let what = format!("seed {seed} seq {s} layer {l} {name}: f32 {a} vs f64 {b} (config {c:?})");
+                    let what =
+                        format!("seed {seed} seq {s} layer {l} {name}: f32 {a} vs f64 {b} (config {c:?})");
                     assert!(score <= 1.0, "{what}");
                     if score > worst.0 {
                         worst = (score, what);
