@@ -56,6 +56,54 @@ pub fn attention_layer<T: Real>(
     (out, stats)
 }
 
+/// The scores of one row, enough to form every weight of that row exactly.
+struct Row {
+    lo: usize,
+    /// The logits of p.
+    z: Vec<f64>,
+    /// Base distribution p (softmax of the mean-token scores, or the fixed A) and its logs.
+    p: Vec<f64>,
+    log_p: Vec<f64>,
+    /// x_ij = e^{2g} s^2 b_ij (split regime) or b_ij (linear regime); empty when A = p.
+    x: Vec<f64>,
+    /// l_i = log sum_j p_j e^{x_ij} (split regime), kept as the index k of its largest term
+    /// (or none when every |x| <= 1) and the rest: l_i = log p_k + x_k + corr, or l_i = corr.
+    l_arg: Option<usize>,
+    corr: f64,
+}
+
+impl Row {
+    fn len(&self) -> usize {
+        self.p.len()
+    }
+    /// t_ij = x_ij - l_i without cancellation (split regime): log A_ij = log p_j + t_ij.
+    fn t(&self, j: usize) -> f64 {
+        match self.l_arg {
+            None => self.x[j] - self.corr,
+            Some(k) if k == j => -self.log_p[k] - self.corr,
+            Some(k) => (self.x[j] - self.x[k]) - self.log_p[k] - self.corr,
+        }
+    }
+    /// log A_ij (split regime or A = p).
+    fn log_a(&self, j: usize) -> f64 {
+        if self.x.is_empty() {
+            self.log_p[j]
+        } else {
+            self.log_p[j] + self.t(j)
+        }
+    }
+}
+
+/// The reference distribution q of the decomposition A_ij = q_j + D_ij, the same for every row
+/// when possible so that its part of A R has an exactly zero centred part.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Reference {
+    /// q = p (mean-token softmax, or the fixed matrix): the near-uniform and linear regimes.
+    Base,
+    /// q = e_k: every row is (nearly) one-hot on the same key k (saturated softmax).
+    OneHot(usize),
+}
+
 /// One head: A X (or (A - 11^T/n) X) as a tracked state, the mean row entropy of A, and the
 /// spectrum [sigma_1(A), sigma_2(A), sigma_1(A - 11^T/n)] when requested.
 pub fn attend<T: Real>(
@@ -71,8 +119,8 @@ pub fn attend<T: Real>(
     let tau = cfg.temperature();
 
     // Per-head pieces of the scores.
-    let is_softmax = cfg.attention == Attention::Softmax;
-    let (a_part, qr, kr) = if is_softmax && l > f64::NEG_INFINITY {
+    let is_softmax = cfg.attention == Attention::Softmax && l > f64::NEG_INFINITY;
+    let (a_part, qr, kr) = if is_softmax {
         let qm = x.mean.dot(&head.query);
         let qr = x.res.dot(&head.query);
         let kr = x.res.dot(&head.key);
@@ -83,125 +131,228 @@ pub fn attend<T: Real>(
     };
     let la = 2.0 * g + l;
     let lb = 2.0 * g + 2.0 * l;
-    let regime = match (&qr, &kr) {
+    // Regime from the Cauchy-Schwarz bound of the b-scores (no extra pass over them).
+    let log_bound = match (&qr, &kr) {
         (Some(q), Some(k)) => {
             let max_row =
                 |m: &Array2<T>| m.rows().into_iter().map(|r| r.dot(&r).f()).fold(0.0, f64::max).sqrt();
             let bound = tau * max_row(q) * max_row(k);
-            let lbb = if bound > 0.0 { lb + bound.ln() } else { f64::NEG_INFINITY };
-            if lbb < T::EPS.ln() {
-                Regime::Linear
+            if bound > 0.0 {
+                lb + bound.ln()
             } else {
-                Regime::Split
+                f64::NEG_INFINITY
             }
         }
-        _ => Regime::Linear,
+        _ => f64::NEG_INFINITY,
     };
+    let regime = if log_bound < T::EPS.ln() { Regime::Linear } else { Regime::Split };
     let fa = exp_or_zero(la);
     let fb = exp_or_zero(lb);
-    // log of the factor that multiplies the E accumulator.
-    let le = if regime == Regime::Linear { lb } else { 0.0 };
-    let const_p = mask == Mask::Full && matches!(cfg.attention, Attention::Uniform | Attention::Softmax);
 
-    let mut dense_a = spectrum.then(|| Array2::<f64>::zeros((n, n)));
-    let mut entropy = 0.0;
-    let mut y_p = Array2::<T>::zeros((n, d));
-    let mut y_e = Array2::<T>::zeros((n, d));
-    let mut p_const: Option<Array1<f64>> = None;
-
-    let mut i0 = 0;
-    while i0 < n {
-        let i1 = (i0 + ROW_BLOCK).min(n);
+    let row_of = |i: usize, b_row: Option<ndarray::ArrayView1<T>>, b_lo: usize| -> Row {
+        let (rlo, rhi) = mask.range(i, n);
+        let logits: Vec<f64> = match cfg.attention {
+            Attention::Softmax => (rlo..rhi)
+                .map(|j| match (&a_part, fa) {
+                    (Some(a), f) if f > 0.0 => f * a[j],
+                    _ => 0.0,
+                })
+                .collect(),
+            Attention::Markov => {
+                let lg = head.markov_logits.as_ref().expect("markov logits");
+                (rlo..rhi).map(|j| lg[[i, j]].f()).collect()
+            }
+            Attention::Uniform => vec![0.0; rhi - rlo],
+            Attention::Identity => (rlo..rhi).map(|j| if j == i { 0.0 } else { f64::NEG_INFINITY }).collect(),
+        };
+        let (p, log_p) = softmax(&logits);
+        let mut row = Row { lo: rlo, z: logits, p, log_p, x: Vec::new(), l_arg: None, corr: 0.0 };
+        if let Some(b) = b_row {
+            let b: Vec<f64> = (rlo..rhi).map(|j| b[j - b_lo].f() * tau).collect();
+            if regime == Regime::Split {
+                row.x = b.iter().map(|&v| fb * v).collect();
+                if row.x.iter().all(|v| v.abs() <= 1.0) {
+                    row.corr = row.p.iter().zip(&row.x).map(|(p, x)| p * x.exp_m1()).sum::<f64>().ln_1p();
+                } else {
+                    let terms: Vec<f64> = row.log_p.iter().zip(&row.x).map(|(lp, x)| lp + x).collect();
+                    let (k, corr) = log_sum_exp_parts(&terms);
+                    row.l_arg = Some(k);
+                    row.corr = corr;
+                }
+            } else {
+                row.x = b;
+            }
+        }
+        row
+    };
+    // The rows of one block of queries, with the key range they span.
+    let block_rows = |i0: usize, i1: usize| -> (usize, usize, Vec<Row>) {
         let lo = mask.range(i0, n).0;
         let hi = (i0..i1).map(|i| mask.range(i, n).1).max().unwrap();
-        let span = hi - lo;
         let b_blk = match (&qr, &kr) {
             (Some(q), Some(k)) => Some(q.slice(s![i0..i1, ..]).dot(&k.slice(s![lo..hi, ..]).t())),
             _ => None,
         };
-        let mut wp = Array2::<T>::zeros((i1 - i0, span));
-        let mut we = Array2::<T>::zeros((i1 - i0, span));
-        for i in i0..i1 {
-            let (rlo, rhi) = mask.range(i, n);
-            let len = rhi - rlo;
-            // Base weights p over the row's neighbourhood (in f64), and their logs.
-            let logits: Vec<f64> = match cfg.attention {
-                Attention::Softmax => (rlo..rhi)
-                    .map(|j| {
-                        let a = a_part.as_ref().map_or(0.0, |a| a[j]);
-                        if fa == 0.0 {
-                            0.0
-                        } else {
-                            fa * a
-                        }
-                    })
-                    .collect(),
-                Attention::Markov => {
-                    let lg = head.markov_logits.as_ref().expect("markov logits");
-                    (rlo..rhi).map(|j| lg[[i, j]].f()).collect()
+        let rows = (i0..i1).map(|i| row_of(i, b_blk.as_ref().map(|b| b.row(i - i0)), lo)).collect();
+        (lo, hi, rows)
+    };
+
+    // Pass 1, only when the softmax may saturate: is every row nearly one-hot on the same key?
+    let mut reference = Reference::Base;
+    if regime == Regime::Split && log_bound > 0.0 {
+        let mut winner: Option<usize> = None;
+        let mut common = true;
+        let (mut worst_base, mut worst_onehot) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        let mut i0 = 0;
+        while i0 < n && common {
+            let i1 = (i0 + ROW_BLOCK).min(n);
+            for row in block_rows(i0, i1).2 {
+                let k = (0..row.len()).max_by(|&a, &b| row.log_a(a).total_cmp(&row.log_a(b))).unwrap();
+                let k_abs = row.lo + k;
+                if *winner.get_or_insert(k_abs) != k_abs {
+                    common = false;
+                    break;
                 }
-                Attention::Uniform => vec![0.0; len],
-                Attention::Identity => {
-                    (rlo..rhi).map(|j| if j == i { 0.0 } else { f64::NEG_INFINITY }).collect()
+                // Distances of the row from e_k and from p, as logs (they can be far below f64).
+                let off_winner: Vec<f64> = (0..row.len()).filter(|&j| j != k).map(|j| row.log_a(j)).collect();
+                let to_base: Vec<f64> =
+                    (0..row.len()).map(|j| row.log_p[j] + ln_abs_expm1(row.t(j))).collect();
+                worst_onehot = worst_onehot.max(log_sum_exp(&off_winner));
+                worst_base = worst_base.max(log_sum_exp(&to_base));
+            }
+            i0 = i1;
+        }
+        let base_is_constant = mask == Mask::Full;
+        if let (true, Some(k)) = (common, winner) {
+            if worst_onehot < worst_base || (!base_is_constant && worst_onehot < 0.5f64.ln()) {
+                reference = Reference::OneHot(k);
+            }
+        }
+    }
+    // The reference part of A R is one row for every query when q is the same for all rows.
+    let constant_reference = match reference {
+        Reference::OneHot(_) => true,
+        Reference::Base => mask == Mask::Full && matches!(cfg.attention, Attention::Uniform | Attention::Softmax),
+    };
+    // log of the factor that multiplies D (the linear regime keeps e^{lb} out of the weights).
+    let ld = if regime == Regime::Linear { lb } else { 0.0 };
+
+    let mut dense_a = spectrum.then(|| Array2::<f64>::zeros((n, n)));
+    let mut entropy = 0.0;
+    let mut y_q = Array2::<T>::zeros((n, d));
+    let mut y_d = Array2::<T>::zeros((n, d));
+    let mut q_const: Option<Array1<T>> = None;
+    let mut row_log = vec![f64::NEG_INFINITY; n];
+
+    let mut i0 = 0;
+    while i0 < n {
+        let i1 = (i0 + ROW_BLOCK).min(n);
+        let (lo, hi, rows) = block_rows(i0, i1);
+        let span = hi - lo;
+        let mut wq = Array2::<T>::zeros((i1 - i0, span));
+        let mut wd = Array2::<T>::zeros((i1 - i0, span));
+        for (ri, row) in rows.iter().enumerate() {
+            let i = i0 + ri;
+            let len = row.len();
+            // D_ij = A_ij - q_j as sign and log magnitude.
+            let mut log_d = vec![f64::NEG_INFINITY; len];
+            let mut sign_d = vec![0.0f64; len];
+            let mut pivot = None;
+            match reference {
+                Reference::OneHot(k) => {
+                    for j in 0..len {
+                        if row.lo + j != k {
+                            log_d[j] = row.log_a(j);
+                            sign_d[j] = 1.0;
+                        }
+                    }
+                    pivot = Some(k - row.lo);
                 }
-            };
-            let (p, log_p) = softmax(&logits);
-            // Weights of the E accumulator (softmax only): p_j e_ij (split) or p_j (b_ij - <b>_p)
-            // (linear, times e^{lb} outside).
-            let mut pe = vec![0.0f64; len];
-            if is_softmax {
-                if let Some(bb) = b_blk.as_ref() {
-                    let b: Vec<f64> = (rlo..rhi).map(|j| bb[[i - i0, j - lo]].f() * tau).collect();
-                    if regime == Regime::Split {
-                        let x: Vec<f64> = b.iter().map(|&v| fb * v).collect();
-                        let li = if x.iter().all(|v| v.abs() <= 1.0) {
-                            p.iter().zip(&x).map(|(p, x)| p * x.exp_m1()).sum::<f64>().ln_1p()
-                        } else {
-                            log_sum_exp(log_p.iter().zip(&x).map(|(lp, x)| lp + x))
-                        };
-                        for k in 0..len {
-                            let t = x[k] - li;
-                            pe[k] =
-                                if p[k] > 1e-300 { p[k] * t.exp_m1() } else { (log_p[k] + t).exp() - p[k] };
-                        }
-                    } else {
-                        let mean_b = p.iter().zip(&b).map(|(p, b)| p * b).sum::<f64>();
-                        for k in 0..len {
-                            pe[k] = p[k] * (b[k] - mean_b);
-                        }
+                Reference::Base if row.x.is_empty() => {}
+                Reference::Base if regime == Regime::Split => {
+                    for j in 0..len {
+                        let t = row.t(j);
+                        sign_d[j] = t.signum();
+                        log_d[j] = row.log_p[j] + ln_abs_expm1(t);
+                    }
+                    // The largest term of l_i is the entry whose t is a difference of tiny
+                    // corrections that may have underflowed: it is the pivot.
+                    pivot = row.l_arg;
+                }
+                Reference::Base => {
+                    let mean_b = row.p.iter().zip(&row.x).map(|(p, b)| p * b).sum::<f64>();
+                    for j in 0..len {
+                        let dev = row.x[j] - mean_b;
+                        sign_d[j] = dev.signum();
+                        log_d[j] = row.log_p[j] + dev.abs().ln();
                     }
                 }
             }
+            // The D_ij sum to zero exactly: the pivot (the largest) is replaced by minus the sum of
+            // the others, so the sum never depends on its cancellation-prone value. Each row is
+            // scaled by its own e^{phi_i} so nothing underflows.
+            let pivot =
+                pivot.unwrap_or_else(|| (0..len).max_by(|&a, &b| log_d[a].total_cmp(&log_d[b])).unwrap_or(0));
+            let phi = (0..len).filter(|&k| k != pivot).map(|k| log_d[k]).fold(f64::NEG_INFINITY, f64::max);
+            let mut w = vec![0.0f64; len];
+            if phi > f64::NEG_INFINITY {
+                for k in 0..len {
+                    if k != pivot {
+                        w[k] = sign_d[k] * (log_d[k] - phi).exp();
+                    }
+                }
+                w[pivot] = -w.iter().sum::<f64>();
+            }
+            row_log[i] = phi;
+            let q: Vec<f64> = match reference {
+                Reference::OneHot(k) => (0..len).map(|j| if row.lo + j == k { 1.0 } else { 0.0 }).collect(),
+                Reference::Base => row.p.clone(),
+            };
             // The attention row itself: entropy and, if asked, the dense matrix.
+            let unit = exp_or_zero(ld + phi);
             let mut h = 0.0;
             for k in 0..len {
-                let a = if regime == Regime::Linear { p[k] + fb * pe[k] } else { p[k] + pe[k] };
+                let a = q[k] + unit * w[k];
                 if a > 0.0 {
                     h -= a * a.ln();
                 }
                 if let Some(m) = dense_a.as_mut() {
-                    m[[i, rlo + k]] = a;
+                    m[[i, row.lo + k]] = a;
                 }
             }
             entropy += h / n as f64;
-            if const_p && p_const.is_none() {
-                p_const = Some(Array1::from(p.clone()));
+            if constant_reference && q_const.is_none() {
+                // sum_j q_j r_j as sum_j (q_j - 1/n) r_j (R is centred): exact when q is uniform
+                // to many digits, which matters when it is the whole output mean.
+                q_const = Some(match reference {
+                    Reference::OneHot(k) => x.res.row(k).to_owned(),
+                    Reference::Base => deviation_from_uniform(&row.z).mapv(T::c).dot(&x.res),
+                });
             }
             for k in 0..len {
-                we[[i - i0, rlo - lo + k]] = T::c(pe[k]);
-                if !const_p {
-                    wp[[i - i0, rlo - lo + k]] = T::c(p[k]);
+                wd[[ri, row.lo - lo + k]] = T::c(w[k]);
+                if !constant_reference {
+                    wq[[ri, row.lo - lo + k]] = T::c(q[k]);
                 }
             }
         }
         let r_span = x.res.slice(s![lo..hi, ..]);
-        if !const_p {
-            y_p.slice_mut(s![i0..i1, ..]).assign(&wp.dot(&r_span));
+        if !constant_reference {
+            y_q.slice_mut(s![i0..i1, ..]).assign(&wq.dot(&r_span));
         }
-        y_e.slice_mut(s![i0..i1, ..]).assign(&we.dot(&r_span));
+        y_d.slice_mut(s![i0..i1, ..]).assign(&wd.dot(&r_span));
         i0 = i1;
     }
 
+    // Bring the rows of D R to one scale e^{ld + top}.
+    let top = row_log.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    if top > f64::NEG_INFINITY {
+        for (i, mut row) in y_d.rows_mut().into_iter().enumerate() {
+            let f = T::c(exp_or_zero(row_log[i] - top));
+            row.mapv_inplace(|v| v * f);
+        }
+    }
+    let ld = ld + top;
     let mut mean_terms = Vec::new();
     if !cfg.remove_outlier {
         mean_terms.push((0.0, x.mean.clone()));
@@ -209,32 +360,69 @@ pub fn attend<T: Real>(
     let out = if l == f64::NEG_INFINITY {
         // Identical tokens stay identical under any row-stochastic A.
         Tracked::compose(g, mean_terms, f64::NEG_INFINITY, Array2::zeros((n, d)))
-    } else if const_p {
-        // Every row has the same p: P is one vector, its centred part is exactly zero.
-        let p = p_const.unwrap().mapv(T::c);
-        mean_terms.push((l, p.dot(&x.res)));
-        Tracked::compose(g, mean_terms, l + le, y_e)
+    } else if let Some(qr_const) = q_const {
+        // Every row has the same q: its part of A R is one vector (into the mean), centred part zero.
+        mean_terms.push((l, qr_const));
+        Tracked::compose(g, mean_terms, l + ld, y_d)
     } else {
-        let (ly, y) = scaled_sum(vec![(0.0, y_p), (le, y_e)], ndarray::Ix2(n, d));
+        let (ly, y) = scaled_sum(vec![(0.0, y_q), (ld, y_d)], ndarray::Ix2(n, d));
         Tracked::compose(g, mean_terms, l + ly, y)
     };
     let spec = dense_a.map(|a| attention_spectrum(&a));
     (out, entropy, spec)
 }
 
-/// Numerically stable softmax: the probabilities and their logs.
+/// ln |e^t - 1| without cancellation.
+fn ln_abs_expm1(t: f64) -> f64 {
+    if t > 1.0 {
+        t + (-(-t).exp()).ln_1p()
+    } else if t < -1.0 {
+        (-t.exp()).ln_1p()
+    } else {
+        t.exp_m1().abs().ln()
+    }
+}
+
+/// p_j - 1/n for p = softmax(z) over all n keys, as expm1(z_j - ell) / n with
+/// ell = log mean e^z: exact even when p is uniform to many digits.
+fn deviation_from_uniform(z: &[f64]) -> Array1<f64> {
+    let n = z.len() as f64;
+    let ell = if z.iter().all(|v| v.abs() <= 1.0) {
+        (z.iter().map(|v| v.exp_m1()).sum::<f64>() / n).ln_1p()
+    } else {
+        log_sum_exp(z) - n.ln()
+    };
+    z.iter().map(|v| (v - ell).exp_m1() / n).collect()
+}
+
+/// Numerically stable softmax: the probabilities and their logs, log p_j = (z_j - z_k) - corr
+/// with k the largest logit, so log p_k = -corr keeps its tiny value when p is saturated.
 fn softmax(logits: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let lse = log_sum_exp(logits.iter().cloned());
-    let log_p: Vec<f64> = logits.iter().map(|z| z - lse).collect();
+    let (k, corr) = log_sum_exp_parts(logits);
+    let top = logits[k];
+    let log_p: Vec<f64> =
+        logits.iter().enumerate().map(|(j, z)| if j == k { -corr } else { (z - top) - corr }).collect();
     (log_p.iter().map(|l| l.exp()).collect(), log_p)
 }
 
-fn log_sum_exp(xs: impl Iterator<Item = f64> + Clone) -> f64 {
-    let top = xs.clone().fold(f64::NEG_INFINITY, f64::max);
+/// log sum_j e^{x_j} = x_k + corr with k the largest term and corr = log1p(sum of the others
+/// relative to it): the tiny correction survives when one term dominates.
+fn log_sum_exp_parts(xs: &[f64]) -> (usize, f64) {
+    let k = (0..xs.len()).max_by(|&a, &b| xs[a].total_cmp(&xs[b])).unwrap_or(0);
+    let top = xs[k];
     if top == f64::NEG_INFINITY {
-        return top;
+        return (k, 0.0);
     }
-    top + xs.map(|x| (x - top).exp()).sum::<f64>().ln()
+    let rest: f64 = xs.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, x)| (x - top).exp()).sum();
+    (k, rest.ln_1p())
+}
+
+fn log_sum_exp(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        return f64::NEG_INFINITY;
+    }
+    let (k, corr) = log_sum_exp_parts(xs);
+    xs[k] + corr
 }
 
 /// [sigma_1(A), sigma_2(A), sigma_1(A - 11^T/n)] by Lanczos on A^T A (matrix-free products).

@@ -176,6 +176,8 @@ pub fn exp_or_zero(x: f64) -> f64 {
 
 /// sum_k e^{l_k} v_k as e^L v with L = max l_k (every factor e^{l_k - L} is at most one).
 pub fn scaled_sum<T: Real, D: Dimension>(terms: Vec<Scaled<Array<T, D>>>, shape: D) -> Scaled<Array<T, D>> {
+    // A term that is exactly zero must not set the scale (it would flush the others to zero).
+    let terms: Vec<_> = terms.into_iter().filter(|(_, v)| v.iter().any(|x| *x != T::zero())).collect();
     let top = terms.iter().map(|t| t.0).fold(f64::NEG_INFINITY, f64::max);
     let mut out = Array::zeros(shape);
     if top == f64::NEG_INFINITY {
