@@ -47,71 +47,105 @@ pub fn symmetric_eigenvalues(mut a: Vec<f64>, n: usize) -> Vec<f64> {
 }
 
 /// The `k` largest eigenvalues (largest first) of a symmetric operator of dimension `dim`, given
-/// by `apply(v, out)`, by Lanczos with full reorthogonalisation from the start vector `start`.
-/// Runs until the top `k` Ritz values are stable to `rel_tol` or the Krylov space is the whole
-/// space (then the result is exact up to rounding).
+/// by `apply(v, out)`, by block Lanczos (block size k + 2) with full reorthogonalisation and
+/// Rayleigh-Ritz on the explicit projected matrix. A block sees eigenvalues of multiplicity up to
+/// its size (single-vector Lanczos cannot: A = I has sigma_2 = 1, not 0); when the Krylov space
+/// becomes invariant it is extended with fresh pseudo-random vectors, so it ends exact once it
+/// is the whole space. Stops when the top `k` Ritz values move by at most `rel_tol` times the
+/// largest between checks, or at `max_basis` vectors. `start` seeds the first block.
 pub fn lanczos_top(
     dim: usize,
     k: usize,
     start: &[f64],
     rel_tol: f64,
-    max_steps: usize,
+    max_basis: usize,
     mut apply: impl FnMut(&[f64], &mut [f64]),
 ) -> Vec<f64> {
+    let block = (k + 2).min(dim.max(1));
+    let limit = max_basis.max(block).min(dim);
     let mut basis: Vec<Vec<f64>> = Vec::new();
-    let mut alpha: Vec<f64> = Vec::new();
-    let mut beta: Vec<f64> = Vec::new();
-    let mut v = start.to_vec();
-    let norm = dot(&v, &v).sqrt();
-    if norm == 0.0 {
-        v = vec![1.0 / (dim as f64).sqrt(); dim];
-    } else {
-        v.iter_mut().for_each(|x| *x /= norm);
+    let mut images: Vec<Vec<f64>> = Vec::new();
+    let mut projected: Vec<Vec<f64>> = Vec::new();
+    let mut fresh = 0u64;
+    // Deterministic pseudo-random vectors: the start vector, then Weyl sequences.
+    let random_vector = |fresh: &mut u64| -> Vec<f64> {
+        *fresh += 1;
+        let a = 0.754_877_666_246_692_7 * (*fresh as f64 + 1.0);
+        (0..dim)
+            .map(|i| ((i as f64 + 1.0) * a + 0.5 * (*fresh as f64)).sin() + 0.1 * ((i * 7 + 3) % 11) as f64)
+            .collect()
+    };
+    let mut candidates: Vec<Vec<f64>> = vec![start.to_vec()];
+    while candidates.len() < block {
+        candidates.push(random_vector(&mut fresh));
     }
-    let mut w = vec![0.0; dim];
-    let mut previous: Vec<f64> = Vec::new();
-    let steps = max_steps.min(dim).max(1);
-    for step in 0..steps {
-        apply(&v, &mut w);
-        let a = dot(&w, &v);
-        basis.push(v.clone());
-        alpha.push(a);
-        // Full reorthogonalisation (twice is enough).
-        for _ in 0..2 {
-            for b in &basis {
-                let c = dot(&w, b);
-                w.iter_mut().zip(b).for_each(|(x, y)| *x -= c * y);
+    let mut previous: Option<Vec<f64>> = None;
+    let mut next_check = block.max(k);
+    loop {
+        let mut added = Vec::new();
+        for mut v in std::mem::take(&mut candidates) {
+            if basis.len() >= limit {
+                break;
+            }
+            for attempt in 0..3 {
+                let before = dot(&v, &v).sqrt();
+                for _ in 0..2 {
+                    for q in &basis {
+                        let c = dot(&v, q);
+                        v.iter_mut().zip(q).for_each(|(x, y)| *x -= c * y);
+                    }
+                }
+                let after = dot(&v, &v).sqrt();
+                if after > 1e-10 * before && after > 0.0 {
+                    v.iter_mut().for_each(|x| *x /= after);
+                    let mut image = vec![0.0; dim];
+                    apply(&v, &mut image);
+                    // Row of the projected matrix T = Q^T A Q (symmetrised), built as Q grows.
+                    let row: Vec<f64> = (0..basis.len())
+                        .map(|j| 0.5 * (dot(&v, &images[j]) + dot(&basis[j], &image)))
+                        .chain(std::iter::once(dot(&v, &image)))
+                        .collect();
+                    projected.push(row);
+                    basis.push(v);
+                    images.push(image);
+                    added.push(basis.len() - 1);
+                    break;
+                }
+                if attempt == 2 {
+                    break;
+                }
+                v = random_vector(&mut fresh);
             }
         }
-        let b = dot(&w, &w).sqrt();
-        let ritz = tridiagonal_eigenvalues(&alpha, &beta);
-        let scale = ritz.first().map_or(0.0, |x| x.abs());
-        let converged = ritz.len() >= k
-            && previous.len() >= k
-            && (0..k).all(|i| (ritz[i] - previous[i]).abs() <= rel_tol * scale);
-        previous = ritz;
-        if converged || b <= 1e-14 * scale.max(f64::MIN_POSITIVE) || step + 1 == steps {
-            break;
+        let m = basis.len();
+        let done = m >= limit || (added.is_empty() && m >= dim);
+        if m >= next_check || done || added.is_empty() {
+            let mut t = nalgebra::DMatrix::<f64>::zeros(m, m);
+            for (i, row) in projected.iter().enumerate() {
+                for (j, v) in row.iter().enumerate() {
+                    t[(i, j)] = *v;
+                    t[(j, i)] = *v;
+                }
+            }
+            let mut ritz: Vec<f64> = nalgebra::SymmetricEigen::new(t).eigenvalues.iter().cloned().collect();
+            ritz.sort_by(|a, b| b.total_cmp(a));
+            ritz.resize(k.max(ritz.len()), 0.0);
+            ritz.truncate(k);
+            let scale = ritz[0].abs();
+            let converged =
+                previous.as_ref().is_some_and(|p| (0..k).all(|i| (ritz[i] - p[i]).abs() <= rel_tol * scale));
+            if converged || done || m >= dim {
+                return ritz;
+            }
+            previous = Some(ritz);
+            next_check = (m * 3 / 2).max(m + block);
         }
-        beta.push(b);
-        v.iter_mut().zip(&w).for_each(|(x, y)| *x = y / b);
+        candidates = if added.is_empty() {
+            (0..block).map(|_| random_vector(&mut fresh)).collect()
+        } else {
+            added.iter().map(|&i| images[i].clone()).collect()
+        };
     }
-    previous.resize(k.max(previous.len()), 0.0);
-    previous.truncate(k);
-    previous
-}
-
-fn tridiagonal_eigenvalues(alpha: &[f64], beta: &[f64]) -> Vec<f64> {
-    let m = alpha.len();
-    let mut t = vec![0.0; m * m];
-    for i in 0..m {
-        t[i * m + i] = alpha[i];
-        if i + 1 < m {
-            t[i * m + i + 1] = beta[i];
-            t[(i + 1) * m + i] = beta[i];
-        }
-    }
-    symmetric_eigenvalues(t, m)
 }
 
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {

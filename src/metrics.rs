@@ -53,6 +53,8 @@ pub fn layer_metrics<T: Real>(x: &Tracked<T>, attn: Option<&AttentionStats>) -> 
     let nf = n as f64;
     let m: Array1<f64> = x.mean.mapv(|v| v.f());
     let r: Array2<f64> = x.res.mapv(|v| v.f());
+    // R^T in row-major order: ndarray's product with a transposed view is an order slower.
+    let rt: Array2<f64> = r.t().as_standard_layout().into_owned();
     let (g, l) = (x.log_scale, x.log_res);
     let s = exp_or_zero(l);
     let m2 = m.dot(&m);
@@ -85,7 +87,7 @@ pub fn layer_metrics<T: Real>(x: &Tracked<T>, attn: Option<&AttentionStats>) -> 
     let start: Vec<f64> = (0..d).map(|i| 1.0 + 0.5 * ((i as f64) * 0.618_033_988_7).fract()).collect();
     let c_apply = |vv: &[f64], out: &mut [f64]| {
         let rv = r.dot(&ndarray::ArrayView1::from(vv));
-        out.copy_from_slice(r.t().dot(&rv).as_slice().unwrap());
+        out.copy_from_slice(rt.dot(&rv).as_slice().unwrap());
     };
     let g_apply = |vv: &[f64], out: &mut [f64]| {
         c_apply(vv, out);
@@ -100,15 +102,19 @@ pub fn layer_metrics<T: Real>(x: &Tracked<T>, attn: Option<&AttentionStats>) -> 
     let fro2 = nf * (m2 + s * s);
     if sigma1_sq > 0.0 {
         v[6] = Some(fro2 / sigma1_sq);
-        let rtr = r.t().dot(&r);
+        let rtr = rt.dot(&r);
         let c_fro2 = rtr.iter().map(|a| a * a).sum::<f64>();
         let cm = rtr.dot(&m);
         let g_fro2 = nf * nf * m2 * m2 + 2.0 * nf * s * s * m.dot(&cm) + s.powi(4) * c_fro2;
         v[7] = Some(g_fro2 / (sigma1_sq * sigma1_sq));
-        let log_sigma2_sq = second_eigenvalue(&r, &m, l, top[1], &start, steps);
+        let (log_sigma2_sq, scale) = second_eigenvalue(&r, &rt, &m, l, top[1], &start, steps);
+        // sigma_2 is resolved only down to sigma_ratio_floor of the matrix it was computed from
+        // (X itself, or R when the mean dominates); below that it is not a number we can give.
         let log_ratio = 0.5 * (log_sigma2_sq - sigma1_sq.ln());
-        v[9] = Some(exp_or_zero(log_ratio));
-        v[10] = Some(log_ratio / LN10);
+        let resolved = log_sigma2_sq == f64::NEG_INFINITY
+            || 0.5 * (log_sigma2_sq - scale) >= sigma_ratio_floor::<T>().ln();
+        v[9] = Some(if resolved { exp_or_zero(log_ratio) } else { f64::NAN });
+        v[10] = Some(if resolved { log_ratio / LN10 } else { f64::NAN });
     }
     if l > f64::NEG_INFINITY {
         let c_top = lanczos_top(d, 1, &start, 1e-13, steps, c_apply);
@@ -127,31 +133,42 @@ pub fn layer_metrics<T: Real>(x: &Tracked<T>, attn: Option<&AttentionStats>) -> 
     LayerMetrics { values: v }
 }
 
-/// log sigma_2(X)^2 (given l = log s). When the mean dominates (s^2 <= |m|^2 / 4), the second eigenvalue of
+/// Smallest sigma_2 / sigma_1 (of the matrix it is computed from) that the metrics report: the
+/// Lanczos value of sigma_2^2 carries an error of eps sigma_1^2 (so below sqrt(eps / 1e-6) it has
+/// fewer than six digits), and a state stored in `T` knows sigma_2 only to eps_T sigma_1 (three
+/// digits left at 1e3 eps_T).
+pub fn sigma_ratio_floor<T: Real>() -> f64 {
+    (f64::EPSILON / 1e-6).sqrt().max(T::EPS * 1e3)
+}
+
+/// log sigma_2(X)^2 (given l = log s), and the log of the squared scale it was resolved against
+/// (log sigma_1(X)^2, or log of s^2 |R|_F^2 when the mean dominates). When the mean dominates (s^2 <= |m|^2 / 4), the second eigenvalue of
 /// G = beta u u^T + s^2 C (beta = n |m|^2, u = m / |m|, C = R^T R) is s^2 x with x the top
 /// eigenvalue of P C P - t (P C u)(P C u)^T on u-perp, t = 1 / (beta / s^2 + u^T C u - x): a fixed
 /// point reached in a few steps that keeps full relative accuracy however small s is. Otherwise
 /// the Lanczos value of G is already accurate.
 fn second_eigenvalue(
     r: &Array2<f64>,
+    rt: &Array2<f64>,
     m: &Array1<f64>,
     l: f64,
     direct: f64,
     start: &[f64],
     steps: usize,
-) -> f64 {
+) -> (f64, f64) {
     let m2 = m.dot(m);
+    let nf = r.nrows() as f64;
     if l == f64::NEG_INFINITY {
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, 0.0);
     }
     let s = exp_or_zero(l);
     if s * s > m2 / 4.0 || m2 == 0.0 {
-        return direct.max(0.0).ln();
+        return (direct.max(0.0).ln(), (nf * (m2 + s * s)).ln());
     }
     // Work with s^2 / beta as a log so that nothing underflows when s does.
     let log_s2_over_beta = 2.0 * l - (r.nrows() as f64 * m2).ln();
     let u = m / m2.sqrt();
-    let c_apply = |v: &Array1<f64>| r.t().dot(&r.dot(v));
+    let c_apply = |v: &Array1<f64>| rt.dot(&r.dot(v));
     let project = |v: &mut Array1<f64>| {
         let c = v.dot(&u);
         v.scaled_add(-c, &u);
@@ -181,7 +198,7 @@ fn second_eigenvalue(
             break;
         }
     }
-    2.0 * l + x.max(0.0).ln()
+    (2.0 * l + x.max(0.0).ln(), 2.0 * l + nf.ln())
 }
 
 /// Mean |cos| over all pairs of distinct tokens.

@@ -232,7 +232,9 @@ pub fn attend<T: Real>(
     // The reference part of A R is one row for every query when q is the same for all rows.
     let constant_reference = match reference {
         Reference::OneHot(_) => true,
-        Reference::Base => mask == Mask::Full && matches!(cfg.attention, Attention::Uniform | Attention::Softmax),
+        Reference::Base => {
+            mask == Mask::Full && matches!(cfg.attention, Attention::Uniform | Attention::Softmax)
+        }
     };
     // log of the factor that multiplies D (the linear regime keeps e^{lb} out of the weights).
     let ld = if regime == Regime::Linear { lb } else { 0.0 };
@@ -428,6 +430,9 @@ fn log_sum_exp(xs: &[f64]) -> f64 {
 /// [sigma_1(A), sigma_2(A), sigma_1(A - 11^T/n)] by Lanczos on A^T A (matrix-free products).
 pub fn attention_spectrum(a: &Array2<f64>) -> [f64; 3] {
     let n = a.nrows();
+    // A^T in row-major order: ndarray's product with a transposed view is an order slower.
+    let at = a.t().as_standard_layout().into_owned();
+    let at = &at;
     let start: Vec<f64> = (0..n).map(|i| 1.0 + 0.5 * ((i as f64) * 0.7548776662).fract()).collect();
     let steps = n.min(300);
     let gram = |centre: bool| {
@@ -441,11 +446,11 @@ pub fn attention_spectrum(a: &Array2<f64>) -> [f64; 3] {
             if centre {
                 // (A - 11^T/n)^T w = A^T w - 1 (sum w) / n
                 let s = av.sum() / n as f64;
-                let mut r = a.t().dot(&av);
+                let mut r = at.dot(&av);
                 r -= s;
                 out.copy_from_slice(r.as_slice().unwrap());
             } else {
-                out.copy_from_slice(a.t().dot(&av).as_slice().unwrap());
+                out.copy_from_slice(at.dot(&av).as_slice().unwrap());
             }
         }
     };
