@@ -56,8 +56,22 @@ fn run(args: &RunArgs) -> anyhow::Result<i32> {
         }
     }
     if bad > 0 {
+        let per_metric: Vec<String> = rankcollapse::metrics::METRICS
+            .iter()
+            .filter_map(|name| {
+                let k: usize = stats.iter().flatten().filter(|(n, _)| n == name).map(|(_, s)| s.nonfinite).sum();
+                (k > 0).then(|| format!("{name} {k}"))
+            })
+            .collect();
         eprintln!(
-            "warning: {bad} non-finite values were excluded from the statistics (see the nonfinite column)"
+            "warning: {bad} values are not in the statistics (the nonfinite column): {}. sigma_ratio is \
+             withheld where it lies below {:.1e} of the sigma_1 it is resolved against; any other metric \
+             here is a numerical fault.",
+            per_metric.join(", "),
+            match cfg.precision {
+                rankcollapse::config::Precision::F32 => rankcollapse::metrics::sigma_ratio_floor::<f32>(),
+                rankcollapse::config::Precision::F64 => rankcollapse::metrics::sigma_ratio_floor::<f64>(),
+            }
         );
         return Ok(1);
     }
