@@ -20,6 +20,105 @@ pub struct Cli {
 pub enum Command {
     /// Run one configuration and report per-layer collapse metrics.
     Run(Box<RunArgs>),
+    /// Grids of configurations: run (resumable, sharded), plan, status, merge.
+    #[command(subcommand)]
+    Sweep(SweepCommand),
+    /// Draw a metric against layer from a run or a merged sweep (SVG and PNG).
+    Plot(PlotArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SweepCommand {
+    /// Run this process's shard of a sweep spec; finished points are skipped.
+    Run(SweepRunArgs),
+    /// Print points, shards and estimated cost; --emit writes a Slurm or Kubernetes job file.
+    Plan(SweepPlanArgs),
+    /// Count done / failed / missing points of a sweep directory (exit status 1 unless complete).
+    Status {
+        /// The sweep's --out directory.
+        dir: PathBuf,
+    },
+    /// Join all points into one tidy CSV (exit status 1 when incomplete, unless --allow-partial).
+    Merge(SweepMergeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SweepRunArgs {
+    /// The sweep spec (TOML: [sweep], [fixed], [grid], [[exclude]]).
+    pub spec: PathBuf,
+    /// Results directory (points/<id>.json, sweep.toml, merged.csv when complete).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Override a field for every point, KEY=VALUE (repeatable); a swept field becomes fixed.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Recompute finished points (and replace a different sweep in --out).
+    #[arg(long)]
+    pub force: bool,
+    /// Run shard I of N (0-based); default: from SLURM_ARRAY_TASK_ID/COUNT/MIN or
+    /// JOB_COMPLETION_INDEX with RANKCOLLAPSE_SHARD_COUNT, else the whole sweep.
+    #[arg(long, value_parser = |s: &str| s.parse::<crate::sweep::spec::Shard>().map_err(|e| e.to_string()))]
+    pub shard: Option<crate::sweep::spec::Shard>,
+    /// CPU threads per point (default: the spec's, 0 = all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Devices to use: all | cpu (this build has only the CPU engine).
+    #[arg(long, default_value = "all")]
+    pub devices: String,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    Slurm,
+    K8s,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SweepPlanArgs {
+    pub spec: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Number of shards (array tasks / completion indexes).
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Write a job file: slurm (DIR/sweep.sbatch) or k8s (DIR/sweep-job.yaml); needs --out.
+    #[arg(long, value_enum)]
+    pub emit: Option<Emit>,
+    /// The sweep's results directory (the job file and the effective spec go there).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Container image of the Kubernetes Job.
+    #[arg(long, default_value = "rankcollapse:latest")]
+    pub image: String,
+    /// PersistentVolumeClaim of the Kubernetes Job (mounted at /sweep).
+    #[arg(long, default_value = "rankcollapse-sweep")]
+    pub pvc: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SweepMergeArgs {
+    pub dir: PathBuf,
+    /// Output file [default: DIR/merged.csv].
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Merge what is there even if points are missing or failed (they are listed).
+    #[arg(long)]
+    pub allow_partial: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PlotArgs {
+    /// A run's --out directory or layers.csv, or a sweep directory or merged CSV.
+    pub input: PathBuf,
+    /// The metric to draw.
+    #[arg(long, default_value = "log10_res_fro")]
+    pub metric: String,
+    /// For a sweep: one line per value of this swept parameter (default: the first that varies).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Output path without extension [default: next to the input, plot-<metric>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

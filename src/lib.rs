@@ -9,4 +9,6 @@ pub mod linalg;
 pub mod metrics;
 pub mod model;
 pub mod output;
+pub mod plot;
 pub mod rng;
+pub mod sweep;

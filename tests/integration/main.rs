@@ -4,3 +4,4 @@ mod cli;
 mod known_answers;
 mod precision;
 mod reference;
+mod sweep;

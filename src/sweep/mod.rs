@@ -1,0 +1,254 @@
+//! Sweeps: `sweep run` (this process's shard of a spec, resumable), `sweep plan` (points,
+//! shards, cost, and Slurm / Kubernetes job files), `sweep status` and `sweep merge` (from the
+//! files alone). Slurm job arrays and Kubernetes Indexed Jobs are the distributed engine: each
+//! task runs one shard, chosen from its environment.
+
+pub mod emit;
+pub mod spec;
+pub mod store;
+
+use spec::{Point, Shard, Spec};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Instant;
+
+/// The effective spec: the file plus `--set` overrides.
+pub fn load(spec_file: &Path, sets: &[String]) -> anyhow::Result<Spec> {
+    let text = std::fs::read_to_string(spec_file)
+        .map_err(|e| anyhow::anyhow!("reading sweep spec {}: {e}", spec_file.display()))?;
+    let sets: Vec<(String, toml::Value)> =
+        sets.iter().map(|s| spec::parse_set(s)).collect::<anyhow::Result<_>>()?;
+    Spec::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", spec_file.display()))?.with_overrides(&sets)
+}
+
+/// Which compute devices a sweep may use. Only the CPU engine exists in this build.
+pub fn parse_devices(s: &str) -> anyhow::Result<()> {
+    match s {
+        "all" | "cpu" => Ok(()),
+        other => anyhow::bail!(
+            "--devices {other:?} is invalid: this build has no GPU engine, so only all or cpu (one CPU worker) are allowed"
+        ),
+    }
+}
+
+pub struct RunOptions<'a> {
+    pub out: &'a Path,
+    pub force: bool,
+    pub shard: Option<Shard>,
+    pub threads: Option<usize>,
+}
+
+/// Runs every point of this process's shard that is not finished; returns the exit code
+/// (0: all of the shard done, 1: some failed).
+pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<i32> {
+    let points = spec.expand()?;
+    store::init(opts.out, spec, opts.force)?;
+    let shard = match opts.shard {
+        Some(s) => s,
+        None => Shard::from_env(|k| std::env::var(k).ok())?.unwrap_or(Shard::ALL),
+    };
+    let mine: Vec<&Point> = points.iter().filter(|p| shard.contains(p)).collect();
+    let todo: Vec<&Point> = mine
+        .iter()
+        .copied()
+        .filter(|p| opts.force || store::status(opts.out, p) != store::Status::Done)
+        .collect();
+    let progress = Progress::new(todo.len() as u64, mine.len() - todo.len());
+    log(&format!(
+        "sweep {}: {} points, shard {}/{} has {}, {} already done, {} to run",
+        spec.name,
+        points.len(),
+        shard.index,
+        shard.count,
+        mine.len(),
+        mine.len() - todo.len(),
+        todo.len()
+    ));
+    let mut failed = 0;
+    for p in todo {
+        let mut cfg = p.config.clone();
+        if let Some(t) = opts.threads {
+            cfg.threads = t;
+        }
+        let started = Instant::now();
+        // Test hook: RANKCOLLAPSE_TEST_FAIL_POINT=<id> makes that point fail, to exercise the
+        // failure path without a real fault.
+        let injected = std::env::var("RANKCOLLAPSE_TEST_FAIL_POINT").is_ok_and(|v| v == p.id);
+        let outcome = std::panic::catch_unwind(|| {
+            if injected {
+                anyhow::bail!("injected failure (RANKCOLLAPSE_TEST_FAIL_POINT)");
+            }
+            crate::engine::run(&cfg)
+        })
+        .map_err(|e| {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+            format!("panic: {}", msg.unwrap_or_else(|| "unknown".into()))
+        })
+        .and_then(|r| r.map_err(|e| format!("{e:#}")))
+        .map(|out| {
+            let stats = crate::output::summaries(&out);
+            let layers = store::layers_json(&stats);
+            (out, layers)
+        });
+        if outcome.is_err() {
+            failed += 1;
+        }
+        let status = if outcome.is_ok() { "done" } else { "failed" };
+        let rec = store::record(p, outcome);
+        crate::output::write_atomic(
+            &store::point_path(opts.out, &p.id),
+            serde_json::to_string(&rec)?.as_bytes(),
+        )?;
+        progress.point(&format!(
+            "point {} ({}) {status} in {:.2}s",
+            p.id,
+            describe(p),
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    progress.finish();
+    let census = store::census(opts.out, &points);
+    if census.done == points.len() {
+        let merged = store::merged_csv(opts.out, spec, &points)?;
+        crate::output::write_atomic(&opts.out.join("merged.csv"), &merged)?;
+        log(&format!("sweep {} complete: {} written", spec.name, opts.out.join("merged.csv").display()));
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+fn describe(p: &Point) -> String {
+    let mut parts: Vec<String> = p.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.push(format!("repeat={}", p.repeat));
+    parts.join(" ")
+}
+
+fn log(msg: &str) {
+    eprintln!("[rankcollapse] {msg}");
+}
+
+/// A bar with points done, rate and ETA on a terminal; plain log lines otherwise (Slurm logs).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    done: std::cell::Cell<u64>,
+}
+
+impl Progress {
+    fn new(total: u64, skipped: usize) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} points  {per_sec}  ETA {eta}  {msg}",
+                )
+                .expect("valid template"),
+            );
+            if skipped > 0 {
+                bar.set_message(format!("({skipped} already done)"));
+            }
+            bar
+        });
+        Progress { bar, total, done: std::cell::Cell::new(0) }
+    }
+    fn point(&self, line: &str) {
+        self.done.set(self.done.get() + 1);
+        match &self.bar {
+            Some(bar) => bar.inc(1),
+            None => log(&format!("[{}/{}] {line}", self.done.get(), self.total)),
+        }
+    }
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
+/// Floating-point operations of one point (documented estimate for planning): per sequence and
+/// layer, the score and weighted-sum products 2 n^2 (r + d_v) per head, the projections
+/// 2 n d (2 r + d_v) per head plus the output projection 2 n H d_v d, and the MLP 4 n d h.
+pub fn estimated_flops(cfg: &crate::config::Config) -> f64 {
+    let (n, d, h) = (cfg.tokens as f64, cfg.width as f64, cfg.heads as f64);
+    let (r, dv, hid) = (cfg.head_rank() as f64, cfg.value_dim() as f64, cfg.mlp_hidden() as f64);
+    let per_layer = h * (2.0 * n * n * (r + dv) + 2.0 * n * d * (2.0 * r + dv))
+        + 2.0 * n * h * dv * d
+        + 4.0 * n * d * hid;
+    per_layer * cfg.depth as f64 * cfg.sequences as f64
+}
+
+/// `sweep plan`: points per shard and their estimated cost.
+pub fn plan(spec: &Spec, shards: usize) -> anyhow::Result<String> {
+    if shards == 0 {
+        anyhow::bail!("--shards 0 is invalid: must be at least 1");
+    }
+    let points = spec.expand()?;
+    let mut out = format!(
+        "sweep {}: {} points ({} repeats), {} shards\n",
+        spec.name,
+        points.len(),
+        spec.repeats,
+        shards
+    );
+    out += &format!("{:>6} {:>8} {:>14}\n", "shard", "points", "est. FLOP");
+    for i in 0..shards {
+        let shard = Shard { index: i, count: shards };
+        let mine: Vec<&Point> = points.iter().filter(|p| shard.contains(p)).collect();
+        let flops: f64 = mine.iter().map(|p| estimated_flops(&p.config)).sum();
+        out += &format!("{:>6} {:>8} {:>14.3e}\n", i, mine.len(), flops);
+    }
+    Ok(out)
+}
+
+/// `sweep status`: the census of a sweep directory; exit code 0 only when it is complete.
+pub fn status(dir: &Path) -> anyhow::Result<(String, i32)> {
+    let (spec, points) = stored(dir)?;
+    let c = store::census(dir, &points);
+    let mut out = format!(
+        "sweep {}: {} points: {} done, {} failed, {} missing\n",
+        spec.name,
+        points.len(),
+        c.done,
+        c.failed.len(),
+        c.missing.len()
+    );
+    for (id, why) in &c.failed {
+        out += &format!("failed  {id}: {why}\n");
+    }
+    for id in c.missing.iter().take(20) {
+        out += &format!("missing {id}\n");
+    }
+    if c.missing.len() > 20 {
+        out += &format!("... and {} more missing\n", c.missing.len() - 20);
+    }
+    Ok((out, if c.done == points.len() { 0 } else { 1 }))
+}
+
+/// `sweep merge`: writes the merged CSV; returns the report and the exit code (1 when
+/// incomplete, unless a partial result is accepted).
+pub fn merge(dir: &Path, output: Option<&Path>, allow_partial: bool) -> anyhow::Result<(String, i32)> {
+    let (spec, points) = stored(dir)?;
+    let c = store::census(dir, &points);
+    let complete = c.done == points.len();
+    let (mut report, _) = status(dir)?;
+    if !complete && !allow_partial {
+        report += "not merged: the sweep is incomplete (use --allow-partial to merge what is there)\n";
+        return Ok((report, 1));
+    }
+    let path = output.map(Path::to_path_buf).unwrap_or_else(|| dir.join("merged.csv"));
+    crate::output::write_atomic(&path, &store::merged_csv(dir, &spec, &points)?)?;
+    report += &format!("merged {} of {} points into {}\n", c.done, points.len(), path.display());
+    Ok((report, 0))
+}
+
+fn stored(dir: &Path) -> anyhow::Result<(Spec, Vec<Point>)> {
+    let path = store::spec_path(dir);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!("{} is not a sweep directory (reading {}: {e})", dir.display(), path.display())
+    })?;
+    let spec = Spec::parse(&text)?;
+    let points = spec.expand()?;
+    Ok((spec, points))
+}

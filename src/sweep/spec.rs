@@ -1,0 +1,407 @@
+//! Sweep specifications: a TOML grid over `Config` fields, expanded in a canonical order into
+//! points with stable ids and derived seeds, and split into deterministic shards.
+//!
+//! ```toml
+//! [sweep]
+//! name = "masks-vs-depth"
+//! seed = 7
+//! repeats = 2            # independent seeds per grid point
+//! [fixed]
+//! tokens = 256
+//! [grid]
+//! depth = [8, 32]
+//! mask = ["full", "causal", "window:16"]
+//! [[exclude]]
+//! mask = "full"
+//! depth = 32
+//! ```
+//!
+//! Canonical order: grid keys sorted by name, each key's values in the order written, the last
+//! key varying fastest, repeats innermost. A point's id is a hash of its resolved configuration
+//! (derived seed included), and the seed is a hash of (sweep seed, the configuration without its
+//! seed, repeat): adding values to the grid never changes the id or seed of an existing point.
+
+use crate::config::Config;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// A sweep specification as written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    pub name: String,
+    pub seed: u64,
+    pub repeats: usize,
+    pub fixed: toml::Table,
+    pub grid: BTreeMap<String, Vec<toml::Value>>,
+    pub exclude: Vec<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    sweep: RawHeader,
+    #[serde(default)]
+    fixed: toml::Table,
+    #[serde(default)]
+    grid: toml::Table,
+    #[serde(default)]
+    exclude: Vec<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeader {
+    name: String,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default = "one")]
+    repeats: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// One point of a sweep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Point {
+    /// Position in the canonical order (also decides the shard).
+    pub index: usize,
+    pub repeat: usize,
+    /// 16 hex digits of SHA-256 of the resolved configuration.
+    pub id: String,
+    /// The swept parameters' values (grid keys), as strings.
+    pub params: BTreeMap<String, String>,
+    pub config: Config,
+}
+
+/// Renders a TOML value the way flags spell it (strings without quotes).
+pub fn value_string(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Parses a `key=value` override; the value is read as TOML, or as a string when it is not TOML.
+pub fn parse_set(s: &str) -> anyhow::Result<(String, toml::Value)> {
+    let (k, v) = s.split_once('=').ok_or_else(|| anyhow::anyhow!("--set {s:?}: expected key=value"))?;
+    let key = k.trim().replace('-', "_");
+    let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(v.to_string()));
+    Ok((key, value))
+}
+
+impl Spec {
+    pub fn parse(text: &str) -> anyhow::Result<Spec> {
+        let raw: RawSpec = toml::from_str(text).map_err(|e| anyhow::anyhow!("sweep spec: {e}"))?;
+        if raw.sweep.repeats == 0 {
+            anyhow::bail!("sweep spec: [sweep] repeats = 0 is invalid: must be at least 1");
+        }
+        let mut grid = BTreeMap::new();
+        for (k, v) in raw.grid {
+            match v {
+                toml::Value::Array(vals) if !vals.is_empty() => {
+                    grid.insert(k, vals);
+                }
+                other => {
+                    anyhow::bail!("sweep spec: [grid] {k} = {other} is invalid: must be a non-empty array")
+                }
+            }
+        }
+        let spec = Spec {
+            name: raw.sweep.name,
+            seed: raw.sweep.seed,
+            repeats: raw.sweep.repeats,
+            fixed: raw.fixed,
+            grid,
+            exclude: raw.exclude,
+        };
+        for key in spec.fixed.keys().chain(spec.grid.keys()) {
+            if key == "seed" {
+                anyhow::bail!("sweep spec: seed cannot be fixed or swept: use [sweep] seed and repeats");
+            }
+            if spec.fixed.contains_key(key) && spec.grid.contains_key(key) {
+                anyhow::bail!("sweep spec: {key} is both fixed and swept");
+            }
+        }
+        for ex in &spec.exclude {
+            for key in ex.keys() {
+                if !spec.grid.contains_key(key) && !spec.fixed.contains_key(key) {
+                    anyhow::bail!("sweep spec: [[exclude]] names {key}, which is neither swept nor fixed");
+                }
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Applies `--set key=value` overrides: a swept key becomes fixed.
+    pub fn with_overrides(mut self, sets: &[(String, toml::Value)]) -> anyhow::Result<Spec> {
+        for (k, v) in sets {
+            if k == "seed" {
+                anyhow::bail!("--set seed: the seed of a sweep is [sweep] seed");
+            }
+            self.grid.remove(k);
+            self.fixed.insert(k.clone(), v.clone());
+        }
+        Ok(self)
+    }
+
+    /// The spec as TOML (the canonical copy stored with the results).
+    pub fn to_toml(&self) -> String {
+        let mut doc = toml::Table::new();
+        let mut header = toml::Table::new();
+        header.insert("name".into(), self.name.clone().into());
+        header.insert("seed".into(), toml::Value::Integer(self.seed as i64));
+        header.insert("repeats".into(), toml::Value::Integer(self.repeats as i64));
+        doc.insert("sweep".into(), header.into());
+        doc.insert("fixed".into(), self.fixed.clone().into());
+        let grid: toml::Table =
+            self.grid.iter().map(|(k, v)| (k.clone(), toml::Value::Array(v.clone()))).collect();
+        doc.insert("grid".into(), grid.into());
+        doc.insert(
+            "exclude".into(),
+            toml::Value::Array(self.exclude.iter().cloned().map(toml::Value::Table).collect()),
+        );
+        toml::to_string(&doc).expect("a TOML table serialises")
+    }
+
+    /// Every point in canonical order; fails on the first configuration that does not validate.
+    pub fn expand(&self) -> anyhow::Result<Vec<Point>> {
+        let keys: Vec<&String> = self.grid.keys().collect();
+        let sizes: Vec<usize> = keys.iter().map(|k| self.grid[*k].len()).collect();
+        let combos: usize = sizes.iter().product();
+        let mut points = Vec::new();
+        for c in 0..combos {
+            // Mixed-radix digits, last key fastest.
+            let mut rest = c;
+            let mut choice = vec![0; keys.len()];
+            for (slot, size) in choice.iter_mut().zip(&sizes).rev() {
+                *slot = rest % size;
+                rest /= size;
+            }
+            let mut table = self.fixed.clone();
+            let mut params = BTreeMap::new();
+            for (k, &i) in keys.iter().zip(&choice) {
+                let v = self.grid[*k][i].clone();
+                params.insert((*k).clone(), value_string(&v));
+                table.insert((*k).clone(), v);
+            }
+            if self.exclude.iter().any(|ex| ex.iter().all(|(k, v)| table.get(k).is_some_and(|t| same(t, v))))
+            {
+                continue;
+            }
+            let base: Config = toml::Value::Table(table.clone())
+                .try_into()
+                .map_err(|e| anyhow::anyhow!("sweep point {}: {e}", describe(&params)))?;
+            base.validate().map_err(|e| anyhow::anyhow!("sweep point {}: {e}", describe(&params)))?;
+            let base = crate::output::resolved(&base);
+            for repeat in 0..self.repeats {
+                let mut config = base.clone();
+                config.seed = derive_seed(self.seed, &base, repeat);
+                let id = config_id(&config);
+                points.push(Point { index: points.len(), repeat, id, params: params.clone(), config });
+            }
+        }
+        Ok(points)
+    }
+}
+
+/// Values compare as written, except that integers and floats with the same value are equal.
+fn same(a: &toml::Value, b: &toml::Value) -> bool {
+    match (a, b) {
+        (toml::Value::Integer(x), toml::Value::Float(y))
+        | (toml::Value::Float(y), toml::Value::Integer(x)) => *x as f64 == *y,
+        _ => a == b,
+    }
+}
+
+fn describe(params: &BTreeMap<String, String>) -> String {
+    let parts: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("({})", parts.join(", "))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The id of a resolved configuration: 16 hex digits of SHA-256 of its canonical JSON (with
+/// `threads`, which never changes a result, left out).
+pub fn config_id(config: &Config) -> String {
+    let c = Config { threads: 0, ..config.clone() };
+    sha256_hex(serde_json::to_string(&c).expect("Config serialises").as_bytes())[..16].to_string()
+}
+
+/// The seed of repeat `repeat` of a point: SHA-256 of (sweep seed, configuration without seed,
+/// repeat), first 8 bytes.
+pub fn derive_seed(sweep_seed: u64, base: &Config, repeat: usize) -> u64 {
+    let c = Config { seed: 0, threads: 0, ..base.clone() };
+    let text = format!("rankcollapse-seed/{sweep_seed}/{repeat}/{}", serde_json::to_string(&c).unwrap());
+    let digest = Sha256::digest(text.as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().unwrap())
+}
+
+/// A slice of a sweep: shard `index` of `count` takes the points whose canonical index is
+/// congruent to `index` modulo `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Shard> {
+        let bad = || anyhow::anyhow!("--shard {s:?} is invalid: expected I/N with 0 <= I < N");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (usize, usize) =
+            (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    pub fn contains(&self, point: &Point) -> bool {
+        point.index % self.count == self.index
+    }
+
+    /// The shard given by the environment of a Slurm job array (SLURM_ARRAY_TASK_ID,
+    /// SLURM_ARRAY_TASK_COUNT, SLURM_ARRAY_TASK_MIN) or a Kubernetes Indexed Job
+    /// (JOB_COMPLETION_INDEX with RANKCOLLAPSE_SHARD_COUNT), if any.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<Shard>> {
+        let num = |name: &str| -> anyhow::Result<Option<usize>> {
+            env(name)
+                .map(|v| {
+                    v.trim().parse::<usize>().map_err(|_| anyhow::anyhow!("{name}={v:?} is not a number"))
+                })
+                .transpose()
+        };
+        if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
+            let count = num("SLURM_ARRAY_TASK_COUNT")?.ok_or_else(|| {
+                anyhow::anyhow!("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")
+            })?;
+            let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            return format!(
+                "{}/{count}",
+                id.checked_sub(min)
+                    .ok_or_else(|| anyhow::anyhow!("SLURM_ARRAY_TASK_ID < SLURM_ARRAY_TASK_MIN"))?
+            )
+            .parse()
+            .map(Some);
+        }
+        if let Some(id) = num("JOB_COMPLETION_INDEX")? {
+            let count = num("RANKCOLLAPSE_SHARD_COUNT")?.ok_or_else(|| {
+                anyhow::anyhow!("JOB_COMPLETION_INDEX is set but RANKCOLLAPSE_SHARD_COUNT is not (the emitted k8s Job sets it)")
+            })?;
+            return format!("{id}/{count}").parse().map(Some);
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+[sweep]
+name = "t"
+seed = 7
+repeats = 2
+[fixed]
+tokens = 8
+width = 8
+[grid]
+depth = [2, 3]
+mask = ["full", "causal", "window:2"]
+[[exclude]]
+mask = "full"
+depth = 3
+"#;
+
+    #[test]
+    fn expansion_is_canonical_with_exclusions_and_repeats() {
+        let points = Spec::parse(SPEC).unwrap().expand().unwrap();
+        assert_eq!(points.len(), 10);
+        let order: Vec<(String, String, usize)> =
+            points.iter().map(|p| (p.params["depth"].clone(), p.params["mask"].clone(), p.repeat)).collect();
+        assert_eq!(order[0], ("2".into(), "full".into(), 0));
+        assert_eq!(order[1], ("2".into(), "full".into(), 1));
+        assert_eq!(order[6], ("3".into(), "causal".into(), 0));
+        assert!(!order.iter().any(|(d, m, _)| d == "3" && m == "full"));
+        let ids: std::collections::BTreeSet<&String> = points.iter().map(|p| &p.id).collect();
+        assert_eq!(ids.len(), 10, "ids are unique");
+        assert_ne!(points[0].config.seed, points[1].config.seed, "repeats get different seeds");
+        assert_eq!(points, Spec::parse(SPEC).unwrap().expand().unwrap(), "deterministic");
+    }
+
+    #[test]
+    fn adding_grid_values_keeps_existing_ids_and_seeds() {
+        let before = Spec::parse(SPEC).unwrap().expand().unwrap();
+        let after = Spec::parse(&SPEC.replace("depth = [2, 3]", "depth = [2, 3, 5]").replace(
+            "mask = [\"full\", \"causal\", \"window:2\"]",
+            "mask = [\"full\", \"causal-window:2\", \"causal\", \"window:2\"]",
+        ))
+        .unwrap()
+        .expand()
+        .unwrap();
+        for p in &before {
+            let q = after.iter().find(|q| q.id == p.id).unwrap_or_else(|| panic!("{} lost", p.id));
+            assert_eq!((&q.config, &q.params), (&p.config, &p.params));
+        }
+    }
+
+    #[test]
+    fn shards_partition_the_sweep() {
+        let points = Spec::parse(SPEC).unwrap().expand().unwrap();
+        for n in 1..=12 {
+            let mut seen = vec![0; points.len()];
+            for i in 0..n {
+                let shard = Shard { index: i, count: n };
+                for p in points.iter().filter(|p| shard.contains(p)) {
+                    seen[p.index] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&c| c == 1), "n = {n}: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn shard_from_slurm_and_kubernetes_environments() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let s = Shard::from_env(env(&[
+            ("SLURM_ARRAY_TASK_ID", "5"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "4"),
+        ]));
+        assert_eq!(s.unwrap(), Some(Shard { index: 1, count: 3 }));
+        let s = Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "2"), ("RANKCOLLAPSE_SHARD_COUNT", "4")]));
+        assert_eq!(s.unwrap(), Some(Shard { index: 2, count: 4 }));
+        assert!(Shard::from_env(env(&[("SLURM_ARRAY_TASK_ID", "1")])).is_err());
+        assert_eq!(Shard::from_env(env(&[])).unwrap(), None);
+        assert!("3/3".parse::<Shard>().is_err() && "1/0".parse::<Shard>().is_err());
+    }
+
+    #[test]
+    fn bad_specs_are_rejected_with_the_offending_name() {
+        let e = Spec::parse(&SPEC.replace("depth = [2, 3]", "dept = [2, 3]")).unwrap().expand().unwrap_err();
+        assert!(e.to_string().contains("dept"), "{e}");
+        let e =
+            Spec::parse(&SPEC.replace("[[exclude]]\nmask = \"full\"", "[[exclude]]\nheads = 2")).unwrap_err();
+        assert!(e.to_string().contains("heads"), "{e}");
+        let e = Spec::parse(&SPEC.replace("window:2", "window:99")).unwrap().expand().unwrap_err();
+        assert!(e.to_string().contains("window:99"), "{e}");
+        let e = Spec::parse(&SPEC.replace("repeats = 2", "repeats = 2\nfoo = 1")).unwrap_err();
+        assert!(e.to_string().contains("foo"), "{e}");
+    }
+}
