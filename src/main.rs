@@ -142,12 +142,30 @@ fn sweep_command(cmd: SweepCommand) -> anyhow::Result<i32> {
     }
 }
 
-/// The plot `sweep run` leaves when a sweep completes; a failure here only warns.
+/// The plot `sweep run` leaves when a sweep completes (log10_res_fro against layer, one line per
+/// value of the first swept parameter); a failure here only warns.
 fn default_plot(dir: &std::path::Path) {
-    let _ = dir;
+    let spec = rankcollapse::plot::PlotSpec { metric: "log10_res_fro".into(), by: None, title: None };
+    match rankcollapse::plot::plot_file(&dir.join("merged.csv"), &spec, &dir.join("plot-log10_res_fro")) {
+        Ok((svg, png)) => eprintln!("[rankcollapse] plot: {} {}", svg.display(), png.display()),
+        Err(e) => eprintln!("warning: no default plot: {e:#}"),
+    }
 }
 
+/// `rankcollapse plot`: the input may be a run or sweep directory, or a CSV file.
 fn plot(args: &rankcollapse::cli::PlotArgs) -> anyhow::Result<i32> {
-    let _ = args;
-    anyhow::bail!("plot: not wired yet")
+    let input = if args.input.is_dir() {
+        ["merged.csv", "layers.csv"].iter().map(|f| args.input.join(f)).find(|p| p.exists()).ok_or_else(|| {
+            anyhow::anyhow!("{} holds neither merged.csv (a sweep) nor layers.csv (a run)", args.input.display())
+        })?
+    } else {
+        args.input.clone()
+    };
+    let stem = args.out.clone().unwrap_or_else(|| {
+        input.parent().unwrap_or(std::path::Path::new(".")).join(format!("plot-{}", args.metric))
+    });
+    let spec = rankcollapse::plot::PlotSpec { metric: args.metric.clone(), by: args.by.clone(), title: None };
+    let (svg, png) = rankcollapse::plot::plot_file(&input, &spec, &stem)?;
+    println!("{}\n{}", svg.display(), png.display());
+    Ok(0)
 }
