@@ -155,9 +155,14 @@ fn default_plot(dir: &std::path::Path) {
 /// `rankcollapse plot`: the input may be a run or sweep directory, or a CSV file.
 fn plot(args: &rankcollapse::cli::PlotArgs) -> anyhow::Result<i32> {
     let input = if args.input.is_dir() {
-        ["merged.csv", "layers.csv"].iter().map(|f| args.input.join(f)).find(|p| p.exists()).ok_or_else(|| {
-            anyhow::anyhow!("{} holds neither merged.csv (a sweep) nor layers.csv (a run)", args.input.display())
-        })?
+        ["merged.csv", "layers.csv"].iter().map(|f| args.input.join(f)).find(|p| p.exists()).ok_or_else(
+            || {
+                anyhow::anyhow!(
+                    "{} holds neither merged.csv (a sweep) nor layers.csv (a run)",
+                    args.input.display()
+                )
+            },
+        )?
     } else {
         args.input.clone()
     };

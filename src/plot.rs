@@ -46,6 +46,8 @@ const FONT: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/
 const FAMILY: &str = "sans-serif";
 /// Metrics drawn on a log10-scaled y axis.
 const LOG_AXIS_METRICS: [&str; 4] = ["res_fro", "res_dong", "mu", "sigma_ratio"];
+/// Lines with at most this many layers get a marker on every value.
+const MAX_MARKED_POINTS: usize = 40;
 /// Line colours (Tableau 10); more lines than this get evenly spaced hues instead.
 const PALETTE: [(u8, u8, u8); 10] = [
     (31, 119, 180),
@@ -258,8 +260,13 @@ fn scale_of(metric: &str) -> Scale {
     }
 }
 
+/// The y coordinate of a value: itself on a linear axis, its log10 on a log axis (where the axis
+/// is linear in log10 and labelled in powers of ten); `None` where it cannot be drawn.
 fn drawable(v: f64, scale: Scale) -> Option<f64> {
-    (v.is_finite() && (scale == Scale::Linear || v > 0.0)).then_some(v)
+    match scale {
+        Scale::Linear => v.is_finite().then_some(v),
+        Scale::Log => (v.is_finite() && v > 0.0).then(|| v.log10()),
+    }
 }
 
 fn prepare(table: &Table, spec: &PlotSpec) -> anyhow::Result<Plot> {
@@ -360,14 +367,19 @@ fn prepare(table: &Table, spec: &PlotSpec) -> anyhow::Result<Plot> {
                 .collect();
 
             let counts: Vec<usize> = values.iter().map(|v| runs[v.as_str()].len()).collect();
-            let (lo, hi) = (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
-            let n = if lo == hi { format!("{lo}") } else { format!("{lo} to {hi}") };
+            let (lo, hi) =
+                (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
+            let n = match (lo, hi) {
+                (1, 1) => "1 point/repeat run".to_string(),
+                _ if lo == hi => format!("{lo} point/repeat runs"),
+                _ => format!("{lo} to {hi} point/repeat runs"),
+            };
             let (title, what) = match &by_name {
                 Some(name) => (
                     format!("{metric} per layer by {name}"),
-                    format!("each line: mean of `mean` over the {n} point/repeat runs with that {name}"),
+                    format!("each line: mean of `mean` over the {n} with that {name}"),
                 ),
-                None => (format!("{metric} per layer"), format!("line: mean of `mean` over all {n} point/repeat runs")),
+                None => (format!("{metric} per layer"), format!("line: mean of `mean` over all {n}")),
             };
             (lines, None, title, format!("{what}; source: {source}"))
         }
@@ -422,7 +434,7 @@ fn sort_values(values: &mut [String]) {
     if values.iter().all(|v| v.trim().parse::<f64>().is_ok()) {
         values.sort_by(|a, b| a.trim().parse::<f64>().unwrap().total_cmp(&b.trim().parse::<f64>().unwrap()));
     } else {
-        values.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        values.sort_by_cached_key(|a| natural_key(a));
     }
 }
 
@@ -514,37 +526,111 @@ fn render<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, plot: &Plot) -> Dra
         .draw(&Text::new(plot.note.clone(), (16, 6), (FAMILY, 15).into_font().color(&RGBColor(80, 80, 80))))
         .map_err(err)?;
 
-    let (l0, l1) = if plot.layers.0 == plot.layers.1 {
-        (plot.layers.0 - 1, plot.layers.1 + 1)
-    } else {
-        plot.layers
-    };
+    let (l0, l1) =
+        if plot.layers.0 == plot.layers.1 { (plot.layers.0 - 1, plot.layers.1 + 1) } else { plot.layers };
     let (v0, v1) = plot.values;
     match plot.scale {
         Scale::Linear => {
             let pad = if v1 > v0 { 0.05 * (v1 - v0) } else { (0.1 * v0.abs()).max(1.0) };
-            draw_chart(&upper, plot, (l0, l1), (v0 - pad)..(v1 + pad), w)
-        }
-        Scale::Log => {
-            // Whole decades, so the axis always has labelled powers of ten at both ends.
-            let mut lo = 10f64.powf(v0.log10().floor());
-            let mut hi = 10f64.powf(v1.log10().ceil());
-            if !(lo > 0.0 && lo.is_finite()) {
-                lo = v0;
-            }
-            if !hi.is_finite() {
-                hi = v1;
-            }
+            // Clamped so that hi - lo stays finite (values beyond +-f64::MAX / 4 go off the axis).
+            let lim = f64::MAX / 4.0;
+            let lo = (v0 - pad).clamp(-lim, lim);
+            let mut hi = (v1 + pad).clamp(-lim, lim);
             if hi <= lo {
-                hi = lo * 10.0;
+                hi = lo + (0.1 * lo.abs()).max(1.0);
             }
-            draw_chart(&upper, plot, (l0, l1), (lo..hi).log_scale(), w)
+            draw_chart(&upper, plot, (l0, l1), lo..hi, &tick_label, w)
         }
+        Scale::Log => draw_chart(&upper, plot, (l0, l1), DecadeAxis::new(v0, v1), &decade_label, w),
     }
 }
 
-/// A tick label: plain for moderate magnitudes, scientific otherwise.
-fn tick_label(v: f64) -> String {
+/// A y axis linear in log10 of the value, from one whole decade to another, with ticks on whole
+/// decades (every 1, 2, 5, 10, 20, ... decades, at most about 10) and light lines between.
+/// (plotters' own log axis drops its tick labels over ranges of many decades.)
+struct DecadeAxis {
+    range: std::ops::Range<f64>,
+    bold: Vec<f64>,
+    light: Vec<f64>,
+}
+
+impl DecadeAxis {
+    fn new(lo: f64, hi: f64) -> Self {
+        let (lo, hi) = (lo.floor(), hi.ceil().max(lo.floor() + 1.0));
+        let span = hi - lo;
+        let mut step = 1.0;
+        let mut k = 0;
+        // Bounded: the data are finite log10 values (|v| < 400), the bound only guards against
+        // an infinite span.
+        while span / step > 10.0 && k < 60 {
+            step *= [2.0, 2.5, 2.0][k % 3];
+            k += 1;
+        }
+        let (lo, hi) = ((lo / step).floor() * step, (hi / step).ceil() * step);
+        let count = ((hi - lo) / step).round() as i64;
+        let mut bold: Vec<f64> = (0..=count).map(|i| lo + i as f64 * step).collect();
+        if count <= 2 {
+            // One or two decades: label 2 and 5 times each power of ten as well.
+            bold = (0..count)
+                .flat_map(|i| [1.0, 2.0, 5.0].map(|m: f64| lo + i as f64 + m.log10()))
+                .chain([hi])
+                .collect();
+        }
+        let light: Vec<f64> = if step == 1.0 && count <= 6 {
+            // 2, 3, ..., 9 times each power of ten
+            (0..count).flat_map(|i| (2..10).map(move |m| lo + i as f64 + f64::from(m).log10())).collect()
+        } else {
+            let sub = if k % 3 == 1 { step / 2.0 } else { step / 5.0 };
+            let n = ((hi - lo) / sub).round() as i64;
+            if sub >= 1.0 {
+                (0..=n).map(|i| lo + i as f64 * sub).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        DecadeAxis { range: lo..hi, bold, light }
+    }
+}
+
+impl Ranged for DecadeAxis {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let f = (value - self.range.start) / (self.range.end - self.range.start);
+        limit.0 + (f * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<H: plotters::coord::ranged1d::KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            self.light.clone()
+        } else {
+            self.bold.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.range.clone()
+    }
+}
+
+/// The label of a tick at log10 value `v`: for a whole decade 0.001 ... 10000, else 1e-12; for
+/// 2 or 5 times a decade as [`tick_label`] writes 10^v.
+fn decade_label(v: &f64) -> String {
+    if (v - v.round()).abs() > 1e-9 {
+        return tick_label(&10f64.powf(*v));
+    }
+    let e = v.round() as i32;
+    match e {
+        -3..=-1 => format!("0.{}1", "0".repeat((-e - 1) as usize)),
+        0..=4 => format!("1{}", "0".repeat(e as usize)),
+        _ => format!("1e{e}"),
+    }
+}
+
+/// A tick label on a linear axis: plain for moderate magnitudes, scientific otherwise.
+fn tick_label(v: &f64) -> String {
+    let v = *v;
     let a = v.abs();
     if v == 0.0 {
         "0".to_string()
@@ -562,7 +648,14 @@ fn tick_label(v: f64) -> String {
     }
 }
 
-fn draw_chart<DB, Y>(area: &DrawingArea<DB, Shift>, plot: &Plot, layers: (i64, i64), y: Y, width: u32) -> DrawResult
+fn draw_chart<DB, Y>(
+    area: &DrawingArea<DB, Shift>,
+    plot: &Plot,
+    layers: (i64, i64),
+    y: Y,
+    y_label: &dyn Fn(&f64) -> String,
+    width: u32,
+) -> DrawResult
 where
     DB: DrawingBackend,
     Y: AsRangedCoord<Value = f64>,
@@ -586,7 +679,7 @@ where
         .label_style((FAMILY, 14))
         .x_labels(span.min(12) + 1)
         .y_labels(10)
-        .y_label_formatter(&|v: &f64| tick_label(*v))
+        .y_label_formatter(y_label)
         .light_line_style(RGBColor(235, 235, 235))
         .bold_line_style(RGBColor(205, 205, 205))
         .draw()
@@ -600,7 +693,12 @@ where
             poly.extend(seg.iter().rev().map(|&(l, (_, hi))| (l, hi)));
             if seg.len() == 1 {
                 let (l, (lo, hi)) = seg[0];
-                chart.draw_series(std::iter::once(PathElement::new(vec![(l, lo), (l, hi)], fill.stroke_width(6)))).map_err(err)?;
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(l, lo), (l, hi)],
+                        fill.stroke_width(6),
+                    )))
+                    .map_err(err)?;
             } else {
                 chart.draw_series(std::iter::once(Polygon::new(poly, fill.filled()))).map_err(err)?;
             }
@@ -619,17 +717,26 @@ where
             .map_err(err)?
             .label(line.label.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+        // Markers on every value while they stay readable (sparse metrics such as attn_* with
+        // --spectrum-every), and always on a value with gaps on both sides.
+        let markers = line.points.len() <= MAX_MARKED_POINTS;
         for seg in segments(&line.points) {
-            if seg.len() == 1 {
-                chart.draw_series(std::iter::once(Circle::new(seg[0], 3, c.filled()))).map_err(err)?;
-            } else {
-                chart.draw_series(LineSeries::new(seg, style)).map_err(err)?;
+            if seg.len() > 1 {
+                chart.draw_series(LineSeries::new(seg.iter().copied(), style)).map_err(err)?;
+            }
+            if markers || seg.len() == 1 {
+                chart.draw_series(seg.iter().map(|&p| Circle::new(p, 4, c.filled()))).map_err(err)?;
             }
         }
     }
 
     let entries = plot.lines.len() + usize::from(plot.band.is_some());
-    let longest = plot.lines.iter().map(|l| l.label.chars().count()).chain(plot.band.iter().map(|b| b.label.len())).max();
+    let longest = plot
+        .lines
+        .iter()
+        .map(|l| l.label.chars().count())
+        .chain(plot.band.iter().map(|b| b.label.len()))
+        .max();
     chart
         .configure_series_labels()
         .position(legend_position(plot, entries, longest.unwrap_or(0), width))
@@ -649,9 +756,9 @@ fn legend_position(plot: &Plot, entries: usize, longest_label: usize, width: u32
     let box_w = ((longest_label as f64 * 8.5 + 60.0) / plot_w).min(1.0);
     let box_h = ((entries as f64 * 20.0 + 30.0) / 500.0).min(1.0);
     let (l0, l1) = (plot.layers.0 as f64, plot.layers.1.max(plot.layers.0 + 1) as f64);
-    let t = |v: f64| if plot.scale == Scale::Log { v.log10() } else { v };
-    let (v0, v1) = (t(plot.values.0), t(plot.values.1));
-    let norm = |l: i64, v: f64| ((l as f64 - l0) / (l1 - l0), if v1 > v0 { (t(v) - v0) / (v1 - v0) } else { 0.5 });
+    let (v0, v1) = plot.values;
+    let norm =
+        |l: i64, v: f64| ((l as f64 - l0) / (l1 - l0), if v1 > v0 { (v - v0) / (v1 - v0) } else { 0.5 });
     // Points along every segment (interpolated, so long straight stretches count too).
     let mut pts: Vec<(f64, f64)> = Vec::new();
     let mut add = |seg: &[(i64, f64)]| {
@@ -749,9 +856,27 @@ mod tests {
 
     #[test]
     fn tick_labels_are_compact() {
-        assert_eq!(tick_label(0.5), "0.5");
-        assert_eq!(tick_label(-1000.0), "-1000");
-        assert_eq!(tick_label(1e-12), "1e-12");
-        assert_eq!(tick_label(0.0), "0");
+        assert_eq!(tick_label(&0.5), "0.5");
+        assert_eq!(tick_label(&-1000.0), "-1000");
+        assert_eq!(tick_label(&1e-12), "1e-12");
+        assert_eq!(tick_label(&0.0), "0");
+        assert_eq!(decade_label(&-2.0), "0.01");
+        assert_eq!(decade_label(&3.0), "1000");
+        assert_eq!(decade_label(&-120.0), "1e-120");
+    }
+
+    #[test]
+    fn decade_axis_labels_whole_decades_at_both_ends() {
+        let a = DecadeAxis::new(-125.3, -0.1);
+        assert_eq!(a.bold.first(), Some(&-140.0));
+        assert_eq!(a.bold.last(), Some(&0.0));
+        assert!(a.bold.len() <= 11, "{:?}", a.bold);
+        let a = DecadeAxis::new(-2.5, -0.3);
+        assert_eq!(a.bold, vec![-3.0, -2.0, -1.0, 0.0]);
+        assert_eq!(a.light.len(), 3 * 8);
+        let a = DecadeAxis::new(-0.5, -0.5);
+        let labels: Vec<String> = a.bold.iter().map(decade_label).collect();
+        assert_eq!(labels, ["0.1", "0.2", "0.5", "1"]);
+        assert_eq!(decade_label(&(2f64.log10() - 7.0)), "2e-7");
     }
 }

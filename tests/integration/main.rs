@@ -2,6 +2,7 @@
 
 mod cli;
 mod known_answers;
+mod plot;
 mod precision;
 mod reference;
 mod sweep;
