@@ -394,8 +394,10 @@ depth = 3
 
     #[test]
     fn bad_specs_are_rejected_with_the_offending_name() {
-        let e = Spec::parse(&SPEC.replace("depth = [2, 3]", "dept = [2, 3]")).unwrap().expand().unwrap_err();
-        assert!(e.to_string().contains("dept"), "{e}");
+        let e = Spec::parse(&SPEC.replace("width = 8", "widht = 8")).unwrap().expand().unwrap_err();
+        assert!(e.to_string().contains("widht"), "{e}");
+        let e = Spec::parse(&SPEC.replace("depth = [2, 3]", "dept = [2, 3]")).unwrap_err();
+        assert!(e.to_string().contains("depth"), "{e}");
         let e =
             Spec::parse(&SPEC.replace("[[exclude]]\nmask = \"full\"", "[[exclude]]\nheads = 2")).unwrap_err();
         assert!(e.to_string().contains("heads"), "{e}");
