@@ -4,5 +4,6 @@ mod cli;
 mod known_answers;
 mod plot;
 mod precision;
+mod properties;
 mod reference;
 mod sweep;
