@@ -102,10 +102,11 @@ pub fn layer_metrics<T: Real>(x: &Tracked<T>, attn: Option<&AttentionStats>) -> 
     let fro2 = nf * (m2 + s * s);
     if sigma1_sq > 0.0 {
         v[6] = Some(fro2 / sigma1_sq);
-        let rtr = rt.dot(&r);
-        let c_fro2 = rtr.iter().map(|a| a * a).sum::<f64>();
-        let cm = rtr.dot(&m);
-        let g_fro2 = nf * nf * m2 * m2 + 2.0 * nf * s * s * m.dot(&cm) + s.powi(4) * c_fro2;
+        // |G|_F^2 with C = R^T R: |C|_F^2 = |R R^T|_F^2 (the smaller Gram) and m^T C m = |R m|^2.
+        let c_fro2 =
+            if r.nrows() <= r.ncols() { r.dot(&rt) } else { rt.dot(&r) }.iter().map(|a| a * a).sum::<f64>();
+        let rm = r.dot(&m);
+        let g_fro2 = nf * nf * m2 * m2 + 2.0 * nf * s * s * rm.dot(&rm) + s.powi(4) * c_fro2;
         v[7] = Some(g_fro2 / (sigma1_sq * sigma1_sq));
         let (log_sigma2_sq, scale) = second_eigenvalue(&r, &rt, &m, l, top[1], &start, steps);
         // sigma_2 is resolved only down to sigma_ratio_floor of the matrix it was computed from
