@@ -25,6 +25,8 @@ pub enum Command {
     Sweep(SweepCommand),
     /// Draw a metric against layer from a run or a merged sweep (SVG and PNG).
     Plot(PlotArgs),
+    /// List the GPU adapters (index, name, backend, type, driver, limits); WGPU_BACKEND applies.
+    Devices,
 }
 
 #[derive(Subcommand, Debug)]

@@ -12,6 +12,13 @@ fn main() {
         Command::Run(args) => run(&args),
         Command::Sweep(cmd) => sweep_command(cmd),
         Command::Plot(args) => plot(&args),
+        Command::Devices => {
+            print!(
+                "{}",
+                rankcollapse::engine::gpu::describe_adapters(&rankcollapse::engine::gpu::adapters())
+            );
+            Ok(0)
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),

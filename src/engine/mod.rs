@@ -2,6 +2,7 @@
 //! and says why.
 
 pub mod cpu;
+pub mod gpu;
 
 use crate::config::{Config, Engine};
 use crate::metrics::LayerMetrics;

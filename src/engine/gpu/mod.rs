@@ -1,0 +1,274 @@
+//! The GPU side (wgpu 30, any backend): adapter enumeration for `rankcollapse devices`, the
+//! device context, the shader table, the one read-back path, and the kernels built so far.
+//! This is the first slice of the GPU engine: the model itself does not run here yet, so
+//! `--engine gpu` is still rejected; the counter-based generator does, and matches the CPU.
+
+use std::sync::mpsc;
+use wgpu::util::DeviceExt;
+
+/// One WGSL source: the engine loads every entry, and a test validates every entry with naga.
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+    pub entry: &'static str,
+}
+
+/// Every shader of the engine.
+pub const SHADERS: &[Shader] =
+    &[Shader { name: "philox", source: include_str!("../../../shaders/philox.wgsl"), entry: "main" }];
+
+/// Adapter properties that matter to us, for `rankcollapse devices`.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+}
+
+fn instance() -> wgpu::Instance {
+    // WGPU_BACKEND (and the other WGPU_* variables wgpu reads) are honoured here.
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Every adapter of every enabled backend, in wgpu's order (the index `--adapter` will take).
+pub fn adapters() -> Vec<AdapterSummary> {
+    let instance = instance();
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .into_iter()
+        .enumerate()
+        .map(|(index, a)| AdapterSummary { index, info: a.get_info(), limits: a.limits() })
+        .collect()
+}
+
+/// The `rankcollapse devices` listing.
+pub fn describe_adapters(list: &[AdapterSummary]) -> String {
+    if list.is_empty() {
+        return "no GPU adapters found (install a Vulkan driver, e.g. mesa-vulkan-drivers for the software one)\n"
+            .into();
+    }
+    let mut out = String::new();
+    for a in list {
+        let i = &a.info;
+        out += &format!(
+            "[{}] {} | backend {:?} | type {:?} | driver {} {}\n    max storage binding {} B, max buffer {} B, workgroup {}x{}x{} (<= {} invocations), workgroup memory {} B, subgroups {}..{}\n",
+            a.index,
+            i.name,
+            i.backend,
+            i.device_type,
+            i.driver,
+            i.driver_info,
+            a.limits.max_storage_buffer_binding_size,
+            a.limits.max_buffer_size,
+            a.limits.max_compute_workgroup_size_x,
+            a.limits.max_compute_workgroup_size_y,
+            a.limits.max_compute_workgroup_size_z,
+            a.limits.max_compute_invocations_per_workgroup,
+            a.limits.max_compute_workgroup_storage_size,
+            i.subgroup_min_size,
+            i.subgroup_max_size,
+        );
+    }
+    out
+}
+
+/// A device on one adapter, with the adapter's own limits (not the defaults).
+pub struct GpuContext {
+    pub info: wgpu::AdapterInfo,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+}
+
+impl GpuContext {
+    /// The first adapter whose index or name matches `selector` (WGPU_ADAPTER_NAME when None),
+    /// else the first adapter.
+    pub fn new(selector: Option<&str>) -> anyhow::Result<GpuContext> {
+        let instance = instance();
+        let all = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let wanted = selector.map(str::to_string).or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        let adapter = match &wanted {
+            Some(s) => all
+                .into_iter()
+                .enumerate()
+                .find(|(i, a)| {
+                    s.parse::<usize>() == Ok(*i)
+                        || a.get_info().name.to_lowercase().contains(&s.to_lowercase())
+                })
+                .map(|(_, a)| a)
+                .ok_or_else(|| anyhow::anyhow!("no GPU adapter matches {s:?} (see rankcollapse devices)"))?,
+            None => all.into_iter().next().ok_or_else(|| anyhow::anyhow!("no GPU adapter found"))?,
+        };
+        let info = adapter.get_info();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("rankcollapse"),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|e| anyhow::anyhow!("requesting a device on {}: {e}", info.name))?;
+        Ok(GpuContext { info, device, queue })
+    }
+
+    fn pipeline(&self, name: &str) -> anyhow::Result<wgpu::ComputePipeline> {
+        let shader =
+            SHADERS.iter().find(|s| s.name == name).ok_or_else(|| anyhow::anyhow!("no shader {name}"))?;
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(shader.name),
+            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+        });
+        Ok(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(shader.name),
+            layout: None,
+            module: &module,
+            entry_point: Some(shader.entry),
+            compilation_options: Default::default(),
+            cache: None,
+        }))
+    }
+
+    /// The only place that maps GPU memory: copies `buffer` to a staging buffer and reads it.
+    pub fn read_back<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, size: u64) -> anyhow::Result<Vec<T>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("staging"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let slice = staging.slice(..);
+        let (tx, rx) = mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| anyhow::anyhow!("GPU poll: {e}"))?;
+        rx.recv()?.map_err(|e| anyhow::anyhow!("mapping the staging buffer: {e}"))?;
+        let view =
+            slice.get_mapped_range().map_err(|e| anyhow::anyhow!("reading the staging buffer: {e:?}"))?;
+        let data = bytemuck::cast_slice::<u8, T>(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// Philox4x32-10 blocks 0..count of (seed, stream, sequence) computed on the GPU: the same
+    /// words as `rng::philox4x32_10([q, 0, sequence, stream], seed)` (counts up to 2^32 blocks).
+    pub fn philox_blocks(
+        &self,
+        seed: u64,
+        stream: u32,
+        sequence: u32,
+        count: u32,
+    ) -> anyhow::Result<Vec<[u32; 4]>> {
+        let params = PhiloxParams {
+            key0: seed as u32,
+            key1: (seed >> 32) as u32,
+            sequence,
+            stream,
+            count,
+            _pad: [0; 3],
+        };
+        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("philox params"),
+            contents: bytemuck::bytes_of(&params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let size = u64::from(count.max(1)) * 16;
+        let out = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("philox out"),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let pipeline = self.pipeline("philox")?;
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("philox"),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[
+                wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 1, resource: out.as_entire_binding() },
+            ],
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(count.div_ceil(64), 1, 1);
+        }
+        self.queue.submit([enc.finish()]);
+        let words: Vec<u32> = self.read_back(&out, size)?;
+        Ok(words.chunks_exact(4).take(count as usize).map(|c| [c[0], c[1], c[2], c[3]]).collect())
+    }
+}
+
+/// The uniform block of shaders/philox.wgsl (`Params`); size checked against the WGSL side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PhiloxParams {
+    pub key0: u32,
+    pub key1: u32,
+    pub sequence: u32,
+    pub stream: u32,
+    pub count: u32,
+    pub _pad: [u32; 3],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(shader: &Shader) -> naga::Module {
+        naga::front::wgsl::parse_str(shader.source)
+            .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)))
+    }
+
+    /// Parses and validates a WGSL source with naga, as wgpu would.
+    fn validate(source: &str) -> Result<naga::Module, String> {
+        let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+            .validate(&module)
+            .map_err(|e| e.emit_to_string(source))?;
+        Ok(module)
+    }
+
+    /// Every shader in the table the engine loads parses and validates (and the table is not empty).
+    #[test]
+    fn every_shader_in_the_table_validates() {
+        assert!(!SHADERS.is_empty(), "the shader table is empty");
+        for shader in SHADERS {
+            let module = validate(shader.source).unwrap_or_else(|e| panic!("{}: {e}", shader.name));
+            assert!(
+                module.entry_points.iter().any(|e| e.name == shader.entry),
+                "{}: no entry point {}",
+                shader.name,
+                shader.entry
+            );
+        }
+    }
+
+    /// The validation above can fail: a type error in a shader is caught.
+    #[test]
+    fn an_invalid_shader_fails_validation() {
+        let broken = SHADERS[0].source.replace("let q = gid.x;", "let q = gid.x + 1.0;");
+        assert_ne!(broken, SHADERS[0].source);
+        assert!(validate(&broken).is_err());
+    }
+
+    /// The Rust uniform struct has the size of the WGSL one in the uniform address space.
+    #[test]
+    fn philox_uniform_matches_the_wgsl_struct() {
+        let module = parse(&SHADERS[0]);
+        let span = module
+            .types
+            .iter()
+            .find_map(|(_, t)| match (&t.name, &t.inner) {
+                (Some(n), naga::TypeInner::Struct { span, .. }) if n == "Params" => Some(*span),
+                _ => None,
+            })
+            .expect("struct Params");
+        let uniform_size = span.div_ceil(16) * 16;
+        assert_eq!(std::mem::size_of::<PhiloxParams>() as u32, uniform_size);
+    }
+}
