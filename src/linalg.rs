@@ -1,9 +1,11 @@
-//! Small dense linear algebra in f64 that the metrics and the weight generation need: symmetric
-//! eigenvalues (cyclic Jacobi), the top eigenvalues of a matrix-free symmetric operator (Lanczos
-//! with full reorthogonalisation), and Gram-Schmidt orthonormalisation.
+//! Small dense linear algebra in f64 that the metrics and the weight generation need: the top
+//! eigenvalues of a matrix-free symmetric operator (block Lanczos with full reorthogonalisation)
+//! and Gram-Schmidt orthonormalisation. Cyclic Jacobi is kept as the slow, obvious twin the
+//! Lanczos test checks against.
 
 /// All eigenvalues of the symmetric `n x n` matrix `a` (row-major), largest first, by cyclic
 /// Jacobi rotations (accurate to a few ulps of the largest eigenvalue).
+#[cfg(test)]
 pub fn symmetric_eigenvalues(mut a: Vec<f64>, n: usize) -> Vec<f64> {
     assert_eq!(a.len(), n * n);
     for _sweep in 0..64 {
