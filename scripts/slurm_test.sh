@@ -86,22 +86,7 @@ sinfo >&2
 
 step "writing the sweep spec"
 spec=$work/spec.toml
-cat >"$spec" <<'EOF'
-[sweep]
-name = "slurm-check"
-seed = 7
-repeats = 2
-[fixed]
-tokens = 8
-width = 8
-sequences = 3
-[grid]
-depth = [2, 3]
-mask = ["full", "causal", "window:2"]
-[[exclude]]
-mask = "full"
-depth = 3
-EOF
+cp tests/data/sweep_small.toml "$spec"
 out_slurm=$work/out-slurm
 out_local=$work/out-local
 expected_points=10

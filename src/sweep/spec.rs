@@ -311,21 +311,7 @@ impl Shard {
 mod tests {
     use super::*;
 
-    const SPEC: &str = r#"
-[sweep]
-name = "t"
-seed = 7
-repeats = 2
-[fixed]
-tokens = 8
-width = 8
-[grid]
-depth = [2, 3]
-mask = ["full", "causal", "window:2"]
-[[exclude]]
-mask = "full"
-depth = 3
-"#;
+    const SPEC: &str = include_str!("../../tests/data/sweep_small.toml");
 
     #[test]
     fn expansion_is_canonical_with_exclusions_and_repeats() {

@@ -7,22 +7,7 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rankcollapse"))
 }
 
-const SPEC: &str = r#"
-[sweep]
-name = "check"
-seed = 7
-repeats = 2
-[fixed]
-tokens = 8
-width = 8
-sequences = 3
-[grid]
-depth = [2, 3]
-mask = ["full", "causal", "window:2"]
-[[exclude]]
-mask = "full"
-depth = 3
-"#;
+const SPEC: &str = include_str!("../data/sweep_small.toml");
 
 fn write_spec(dir: &Path, text: &str) -> std::path::PathBuf {
     let p = dir.join("spec.toml");
@@ -217,10 +202,9 @@ fn plan_emits_slurm_and_kubernetes_jobs_and_overrides_apply() {
     let bad = bin().args(["sweep", "plan"]).arg(&spec).args(["--set", "dpth=2"]).output().unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("dpth"));
     // A different sweep cannot silently reuse a results directory.
-    let other = write_spec(
-        &tmp.path().join("..").join(tmp.path().file_name().unwrap()),
-        &SPEC.replace("seed = 7", "seed = 8"),
-    );
+    let other_dir = tmp.path().join("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let other = write_spec(&other_dir, &SPEC.replace("seed = 7", "seed = 8"));
     let clash = bin().args(["sweep", "run"]).arg(&other).arg("--out").arg(&out).output().unwrap();
     assert!(!clash.status.success() && String::from_utf8_lossy(&clash.stderr).contains("different sweep"));
 }
