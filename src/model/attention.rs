@@ -306,15 +306,16 @@ pub fn attend<T: Real>(
                 w[pivot] = -w.iter().sum::<f64>();
             }
             row_log[i] = phi;
-            let q: Vec<f64> = match reference {
-                Reference::OneHot(k) => (0..len).map(|j| if row.lo + j == k { 1.0 } else { 0.0 }).collect(),
-                Reference::Base => row.p.clone(),
+            // q_j of the reference distribution (no per-row allocation).
+            let q = |j: usize| match reference {
+                Reference::OneHot(k) => f64::from(u8::from(row.lo + j == k)),
+                Reference::Base => row.p[j],
             };
             // The attention row itself: entropy and, if asked, the dense matrix.
             let unit = exp_or_zero(ld + phi);
             let mut h = 0.0;
             for k in 0..len {
-                let a = q[k] + unit * w[k];
+                let a = q(k) + unit * w[k];
                 if a > 0.0 {
                     h -= a * a.ln();
                 }
@@ -334,7 +335,7 @@ pub fn attend<T: Real>(
             for k in 0..len {
                 wd[[ri, row.lo - lo + k]] = T::c(w[k]);
                 if !constant_reference {
-                    wq[[ri, row.lo - lo + k]] = T::c(q[k]);
+                    wq[[ri, row.lo - lo + k]] = T::c(q(k));
                 }
             }
         }
