@@ -2,16 +2,21 @@
 //!
 //! With X = e^g (1 m^T + s R), s = e^l, the scores of a softmax head are, up to terms constant
 //! along a row, z_ij = e^{2g} (s a_j + s^2 b_ij) with a_j = tau <m W_Q, r_j W_K> and
-//! b_ij = tau <r_i W_Q, r_j W_K>. We write A_ij = p_j (1 + e_ij), p = softmax of the a-part over
-//! the mask, and accumulate P_i = sum_j p_j r_j and E_i = sum_j p_j e_ij r_j separately, so the
-//! small differences between rows are computed directly and never as a difference of large
-//! numbers. Two regimes, chosen per head from the bound |b_ij| <= tau |q_i| |k_j|:
-//! * split: e_ij = expm1(x_ij - l_i) with x = e^{2g} s^2 b and l_i = log sum_k p_k e^{x_ik},
-//!   computed as log1p(sum_k p_k expm1(x_ik)) when |x| <= 1 and by log-sum-exp otherwise;
-//!   the weight p_j e_ij is formed in logs where p_j underflows. It is exact in every regime,
-//!   and keeps P row-independent under the full mask even when the scores are huge;
-//! * linear (e^{2g} s^2 |b| < eps): e_ij = e^{2g} s^2 (b_ij - sum_k p_k b_ik), the factor kept
+//! b_ij = tau <r_i W_Q, r_j W_K>. We write A_ij = q_j + D_ij with sum_j D_ij = 0 and accumulate
+//! q R and D R separately, so the small differences between rows are computed directly and never
+//! as a difference of large numbers. The reference q is p = softmax of the a-part over the mask
+//! (under the full mask one row for all queries, so q R has an exactly zero centred part), or
+//! e_k when every row picks the same key k (saturated softmax; a first pass over the rows checks
+//! it only when the score bound allows it). Two regimes, chosen per head from the bound
+//! |b_ij| <= tau |q_i| |k_j|:
+//! * split: D_ij = p_j expm1(x_ij - l_i) with x = e^{2g} s^2 b and l_i = log sum_k p_k e^{x_ik}
+//!   (log p and l_i kept as their largest term plus log1p of the rest, so tiny corrections
+//!   survive), or D_ij = A_ij off the key k for the one-hot reference;
+//! * linear (e^{2g} s^2 |b| < eps): D_ij = e^{2g} s^2 p_j (b_ij - sum_k p_k b_ik), the factor kept
 //!   as a log, so the rule holds however far below the float range the residual goes.
+//!
+//! D is formed from logs with a per-row scale (weights far below f64 still count), and its
+//! largest, cancellation-prone entry (the pivot) is replaced by minus the sum of the others.
 //!
 //! Rows are processed in blocks; the n x n matrix is only formed when its spectrum is requested.
 
