@@ -41,6 +41,17 @@ fn parse_num<T: FromStr>(field: &'static str, s: &str, allowed: &str) -> Result<
     s.trim().parse::<T>().map_err(|_| bad(field, s, allowed))
 }
 
+/// A finite number: "nan" and "inf" are rejected where they are written, naming the field.
+fn parse_finite(field: &'static str, s: &str, allowed: &str) -> Result<f64, ConfigError> {
+    parse_num::<f64>(field, s, allowed).and_then(|x| {
+        if x.is_finite() {
+            Ok(x)
+        } else {
+            Err(bad(field, s, allowed))
+        }
+    })
+}
+
 /// Which keys each query may attend to. All neighbourhoods are contiguous ranges of positions.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Mask {
@@ -202,7 +213,10 @@ impl FromStr for Skip {
             None if s == "standard" => Ok(Skip::Standard),
             Some(("scaled", ab)) => {
                 let (a, b) = ab.split_once(',').ok_or_else(|| bad("skip", s, SKIP_ALLOWED))?;
-                Ok(Skip::Scaled(parse_num("skip", a, SKIP_ALLOWED)?, parse_num("skip", b, SKIP_ALLOWED)?))
+                Ok(Skip::Scaled(
+                    parse_finite("skip", a, SKIP_ALLOWED)?,
+                    parse_finite("skip", b, SKIP_ALLOWED)?,
+                ))
             }
             _ => Err(bad("skip", s, SKIP_ALLOWED)),
         }
@@ -253,8 +267,8 @@ impl FromStr for Mlp {
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         match s.split_once(':') {
             None if s == "none" => Ok(Mlp::None),
-            Some(("relu", k)) => Ok(Mlp::Hidden(Activation::Relu, parse_num("mlp", k, MLP_ALLOWED)?)),
-            Some(("gelu", k)) => Ok(Mlp::Hidden(Activation::Gelu, parse_num("mlp", k, MLP_ALLOWED)?)),
+            Some(("relu", k)) => Ok(Mlp::Hidden(Activation::Relu, parse_finite("mlp", k, MLP_ALLOWED)?)),
+            Some(("gelu", k)) => Ok(Mlp::Hidden(Activation::Gelu, parse_finite("mlp", k, MLP_ALLOWED)?)),
             _ => Err(bad("mlp", s, MLP_ALLOWED)),
         }
     }
@@ -302,10 +316,10 @@ impl FromStr for Weights {
                 _ => Err(bad("weights", s, WEIGHTS_ALLOWED)),
             },
             Some(("gaussian", std)) => {
-                Ok(Weights::Gaussian(Some(parse_num("weights", std, WEIGHTS_ALLOWED)?)))
+                Ok(Weights::Gaussian(Some(parse_finite("weights", std, WEIGHTS_ALLOWED)?)))
             }
             Some(("scaled-identity", c)) => {
-                Ok(Weights::ScaledIdentity(parse_num("weights", c, WEIGHTS_ALLOWED)?))
+                Ok(Weights::ScaledIdentity(parse_finite("weights", c, WEIGHTS_ALLOWED)?))
             }
             _ => Err(bad("weights", s, WEIGHTS_ALLOWED)),
         }
@@ -348,7 +362,7 @@ impl FromStr for Input {
             None if s == "gaussian" => Ok(Input::Gaussian),
             None if s == "orthonormal" => Ok(Input::Orthonormal),
             None if s == "sphere" => Ok(Input::Sphere),
-            Some(("shared", rho)) => Ok(Input::Shared(parse_num("input", rho, INPUT_ALLOWED)?)),
+            Some(("shared", rho)) => Ok(Input::Shared(parse_finite("input", rho, INPUT_ALLOWED)?)),
             _ => Err(bad("input", s, INPUT_ALLOWED)),
         }
     }
