@@ -653,11 +653,24 @@ impl Config {
             self.check_weights("mlp_weights", self.mlp_weights, h, d, false)?;
         }
         if self.engine == Engine::Gpu {
-            return Err(bad(
-                "engine",
-                self.engine,
-                "the GPU engine is not part of this build yet; use cpu or auto",
-            ));
+            if std::env::var_os("RANKCOLLAPSE_EXPERIMENTAL_GPU").is_none() {
+                return Err(bad(
+                    "engine",
+                    self.engine,
+                    "cpu or auto: the GPU engine is experimental (it does not yet match the CPU engine \
+                     to f32 accuracy); set RANKCOLLAPSE_EXPERIMENTAL_GPU=1 to use it anyway",
+                ));
+            }
+            if self.spectrum_every != 0 {
+                return Err(bad(
+                    "spectrum_every",
+                    self.spectrum_every,
+                    "0 with --engine gpu (the attention spectrum is not on the GPU yet)",
+                ));
+            }
+            if self.attention == Attention::Markov && self.tokens > 65535 {
+                return Err(bad("tokens", self.tokens, "at most 65535 for markov attention on the GPU"));
+            }
         }
         Ok(())
     }

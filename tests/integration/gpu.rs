@@ -50,3 +50,91 @@ fn devices_lists_the_adapter() {
         "{text}"
     );
 }
+
+/// The GPU engine (f32 kernels) against the f64 CPU engine on the random configurations of the
+/// precision test (every mask, attention kind, norm, skip, MLP, weight and input family), by
+/// metric, with the f32 tolerance of that test: 2e-5 * 3^layer relative (at most 1e-2) for
+/// values, the same absolutely or 2e-4 relative for logs. sigma_ratio is compared where both
+/// engines resolve it (the GPU's floor is 1e-2, the CPU's 1.5e-5).
+#[test]
+#[ignore = "known failure, issue 4: log10 residuals agree only to ~3e-3 relative on multi-head pure attention (seed 109) and sigma_ratio by up to 3x on tiny n (seed 111); run with GPU_TEST_REPORT=1 to list"]
+fn gpu_engine_tracks_the_f64_cpu_engine() {
+    let Some(ctx) = context() else { return };
+    let mut worst = (0.0f64, String::new());
+    let mut deepest = 0.0f64;
+    for seed in 100..124u64 {
+        let mut c = crate::precision::random_config(seed);
+        c.spectrum_every = 0;
+        let gpu = rankcollapse::engine::gpu::engine::simulate(&ctx, &c, 2).unwrap();
+        let cpu = rankcollapse::engine::cpu::simulate::<f64>(&c);
+        for (s, (hg, hc)) in gpu.iter().zip(&cpu).enumerate() {
+            for (l, (mg, mc)) in hg.iter().zip(hc).enumerate() {
+                for (k, name) in rankcollapse::metrics::METRICS.iter().enumerate() {
+                    let (a, b) = match (mg.values[k], mc.values[k]) {
+                        (Some(a), Some(b)) => (a, b),
+                        (None, None) => continue,
+                        other => panic!("seed {seed} seq {s} layer {l} {name}: presence differs {other:?}"),
+                    };
+                    if name.contains("sigma_ratio") && (a.is_nan() || b.is_nan()) {
+                        continue;
+                    }
+                    if *name == "log10_res_fro" && b.is_finite() {
+                        deepest = deepest.min(b);
+                    }
+                    if a == b {
+                        continue;
+                    }
+                    let value_tol = (2e-5 * 3f64.powi(l as i32)).min(1e-2);
+                    let score = if name.starts_with("log10_") {
+                        ((a - b).abs() / value_tol).min((a - b).abs() / b.abs() / 2e-4)
+                    } else {
+                        let scale = if b.abs() < 1e-3 && *name != "sigma_ratio" { 1.0 } else { b.abs() };
+                        (a - b).abs() / scale / value_tol
+                    };
+                    let what = format!(
+                        "seed {seed} seq {s} layer {l} {name}: gpu {a} vs cpu-f64 {b} (config {c:?})"
+                    );
+                    if std::env::var_os("GPU_TEST_REPORT").is_some() && score > 1.0 {
+                        println!("{score:.2} {what}");
+                        continue;
+                    }
+                    assert!(score <= 1.0, "{what}");
+                    if score > worst.0 {
+                        worst = (score, what);
+                    }
+                }
+            }
+        }
+    }
+    println!("deepest log10 residual compared: {deepest:.1}");
+    assert!(deepest < -30.0, "the random configurations never went below log10 residual -30");
+    println!("worst error / tolerance: {:.3} at {}", worst.0, worst.1);
+}
+
+/// Per-sequence results do not depend on the chunk size (bitwise).
+#[test]
+fn gpu_results_do_not_depend_on_the_chunk_size() {
+    let Some(ctx) = context() else { return };
+    let c = rankcollapse::config::Config {
+        depth: 4,
+        tokens: 24,
+        width: 16,
+        heads: 2,
+        sequences: 5,
+        mask: "causal".parse().unwrap(),
+        norm: "post-ln".parse().unwrap(),
+        skip: "standard".parse().unwrap(),
+        mlp: "gelu:2".parse().unwrap(),
+        spectrum_every: 0,
+        seed: 7,
+        ..Default::default()
+    };
+    let one = rankcollapse::engine::gpu::engine::simulate(&ctx, &c, 1).unwrap();
+    let three = rankcollapse::engine::gpu::engine::simulate(&ctx, &c, 3).unwrap();
+    let five = rankcollapse::engine::gpu::engine::simulate(&ctx, &c, 5).unwrap();
+    let bits = |r: &Vec<Vec<rankcollapse::metrics::LayerMetrics>>| -> Vec<u64> {
+        r.iter().flatten().flat_map(|m| m.values.iter().map(|v| v.map_or(1, f64::to_bits))).collect()
+    };
+    assert_eq!(bits(&one), bits(&three), "chunk 1 vs chunk 3 (seed 7)");
+    assert_eq!(bits(&one), bits(&five), "chunk 1 vs chunk 5 (seed 7)");
+}

@@ -3,19 +3,44 @@
 //! This is the first slice of the GPU engine: the model itself does not run here yet, so
 //! `--engine gpu` is still rejected; the counter-based generator does, and matches the CPU.
 
+pub mod engine;
+
 use std::sync::mpsc;
 use wgpu::util::DeviceExt;
 
-/// One WGSL source: the engine loads every entry, and a test validates every entry with naga.
+/// One WGSL source (one kernel family): the engine loads its entry points from this table, and
+/// a test validates every entry with naga.
 pub struct Shader {
     pub name: &'static str,
     pub source: &'static str,
-    pub entry: &'static str,
+    pub entries: &'static [&'static str],
 }
 
-/// Every shader of the engine.
-pub const SHADERS: &[Shader] =
-    &[Shader { name: "philox", source: include_str!("../../../shaders/philox.wgsl"), entry: "main" }];
+macro_rules! family {
+    ($name:literal, [$($entry:literal),*]) => {
+        Shader {
+            name: $name,
+            source: concat!(
+                include_str!("../../../shaders/common.wgsl"),
+                include_str!(concat!("../../../shaders/", $name, ".wgsl"))
+            ),
+            entries: &[$($entry),*],
+        }
+    };
+}
+
+/// Every shader of the engine. `philox` is the bare generator (its known-answer test); the
+/// kernel families share `common.wgsl` (generator, -inf sentinel, expm1).
+pub const SHADERS: &[Shader] = &[
+    Shader { name: "philox", source: include_str!("../../../shaders/philox.wgsl"), entries: &["main"] },
+    family!("generate", ["weights", "inputs"]),
+    family!("linear", ["matmul", "gram"]),
+    family!("state", ["compose", "skip"]),
+    family!("attention", ["prep", "attend"]),
+    family!("norm", ["normalise"]),
+    family!("activation", ["activate"]),
+    family!("metrics", ["cosines", "metrics"]),
+];
 
 /// Adapter properties that matter to us, for `rankcollapse devices`.
 #[derive(Clone, Debug)]
@@ -107,7 +132,7 @@ impl GpuContext {
         Ok(GpuContext { info, device, queue })
     }
 
-    fn pipeline(&self, name: &str) -> anyhow::Result<wgpu::ComputePipeline> {
+    pub(crate) fn pipeline_entry(&self, name: &str, entry: &str) -> anyhow::Result<wgpu::ComputePipeline> {
         let shader =
             SHADERS.iter().find(|s| s.name == name).ok_or_else(|| anyhow::anyhow!("no shader {name}"))?;
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -118,7 +143,7 @@ impl GpuContext {
             label: Some(shader.name),
             layout: None,
             module: &module,
-            entry_point: Some(shader.entry),
+            entry_point: Some(entry),
             compilation_options: Default::default(),
             cache: None,
         }))
@@ -181,7 +206,7 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let pipeline = self.pipeline("philox")?;
+        let pipeline = self.pipeline_entry("philox", "main")?;
         let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("philox"),
             layout: &pipeline.get_bind_group_layout(0),
@@ -239,12 +264,13 @@ mod tests {
         assert!(!SHADERS.is_empty(), "the shader table is empty");
         for shader in SHADERS {
             let module = validate(shader.source).unwrap_or_else(|e| panic!("{}: {e}", shader.name));
-            assert!(
-                module.entry_points.iter().any(|e| e.name == shader.entry),
-                "{}: no entry point {}",
-                shader.name,
-                shader.entry
-            );
+            for entry in shader.entries {
+                assert!(
+                    module.entry_points.iter().any(|e| e.name == *entry),
+                    "{}: no entry point {entry}",
+                    shader.name,
+                );
+            }
         }
     }
 

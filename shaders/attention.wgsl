@@ -1,0 +1,251 @@
+// Streaming masked attention on the tracked state (DESIGN.md "Numerics"; CPU twin:
+// model::attention). Per query row i the keys of its mask range are visited once, never
+// storing an n x n matrix. With x_ij = fb b_ij (fb = e^{2g+2l}, b_ij = tau <q_i, k_j>) and p the
+// softmax of the mean-token scores fa a_j over the row's keys, the "split" regime accumulates
+//   P_i = sum_j p_j v_j,  F_i = sum_j p_j e_ij v_j,  S_i = sum_j p_j e_ij,  e_ij = expm1(x_ij)/fb
+// (e_ij = b_ij once fb |b| is below f32 epsilon), and the output is P_i + fb E_i with
+// E_i = (F_i - S_i P_i) / (1 + fb S_i), computed without cancellation. Under the full mask P_i is
+// one row for every query: it goes to the mean and the residual is E alone, at log scale l + lb,
+// however far below the float range that is. When fb max|b| > 1 (saturating softmax) the
+// "argmax" regime accumulates relative to the row's running argmax instead.
+
+struct Params {
+    n: u32, r: u32, dv: u32, batch: u32,
+    mask: u32, window: u32, kind: u32, remove: u32,
+    head: u32, heads: u32, ps: u32, tau: f32,
+    key0: u32, key1: u32, stream: u32, seq_base: u32,
+    shared_seq: u32, rowconst: u32, _p0: u32, _p1: u32,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> qb: array<f32>;
+@group(0) @binding(2) var<storage, read> kb: array<f32>;
+@group(0) @binding(3) var<storage, read> scal: array<f32>;
+@group(0) @binding(4) var<storage, read_write> abuf: array<f32>;
+@group(0) @binding(5) var<storage, read_write> hs: array<f32>;
+
+const WG: u32 = 256u;
+var<workgroup> red: array<f32, 256>;
+
+fn reduce_max(tid: u32, v: f32) -> f32 {
+    red[tid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (tid < s) { red[tid] = max(red[tid], red[tid + s]); }
+        workgroupBarrier();
+    }
+    let out = red[0];
+    workgroupBarrier();
+    return out;
+}
+
+// Per sequence: a_j = tau <q_mean, k_j>, the score bound and the regime of this head:
+// hs[8 b..] = (fa, fb, lb, argmax regime, linear, la).
+@compute @workgroup_size(256)
+fn prep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = wg.x;
+    let tid = lid.x;
+    let n = p.n;
+    let r = p.r;
+    let base = b * (n + 1u) * r;
+    var qmax = 0.0;
+    var kmax = 0.0;
+    for (var i = tid; i < n; i += WG) {
+        var q2 = 0.0; var k2 = 0.0; var a = 0.0;
+        for (var t = 0u; t < r; t++) {
+            let qv = qb[base + i * r + t];
+            let kv = kb[base + i * r + t];
+            q2 += qv * qv; k2 += kv * kv;
+            a += qb[base + n * r + t] * kv;
+        }
+        abuf[b * n + i] = p.tau * a;
+        qmax = max(qmax, q2); kmax = max(kmax, k2);
+    }
+    let q_big = sqrt(reduce_max(tid, qmax));
+    let k_big = sqrt(reduce_max(tid, kmax));
+    if (tid == 0u) {
+        let g = scal[b * 4u];
+        let l = scal[b * 4u + 1u];
+        var la = NEG; var lb = NEG;
+        if (!is_neg(g) && !is_neg(l)) { la = 2.0 * g + l; lb = 2.0 * g + 2.0 * l; }
+        let bound = p.tau * q_big * k_big;
+        var log_bound = NEG;
+        if (bound > 0.0 && !is_neg(lb)) { log_bound = lb + log(bound); }
+        var argmax = 0.0;
+        if (log_bound > 0.0) { argmax = 1.0; }
+        var linear = 0.0;
+        if (log_bound < log(EPS32)) { linear = 1.0; }
+        hs[b * 8u] = exp_or_zero(min(la, 80.0));
+        hs[b * 8u + 1u] = exp_or_zero(min(lb, 80.0));
+        hs[b * 8u + 2u] = lb;
+        hs[b * 8u + 3u] = argmax;
+        hs[b * 8u + 4u] = linear;
+        hs[b * 8u + 5u] = la;
+    }
+}
+
+@group(0) @binding(6) var<storage, read> vb: array<f32>;
+@group(0) @binding(7) var<storage, read_write> yb: array<f32>;
+@group(0) @binding(8) var<storage, read_write> pre: array<f32>;
+@group(0) @binding(9) var<storage, read_write> ent: array<f32>;
+
+const DC: u32 = 16u;
+
+fn key_range(i: u32) -> vec2<u32> {
+    let n = p.n;
+    if (p.mask == 1u) { return vec2<u32>(0u, i + 1u); }
+    if (p.mask == 2u) { return vec2<u32>(select(0u, i + 1u - p.window, i + 1u > p.window), min(i + p.window, n)); }
+    if (p.mask == 3u) { return vec2<u32>(select(0u, i + 1u - p.window, i + 1u > p.window), i + 1u); }
+    return vec2<u32>(0u, n);
+}
+
+// The p-logit of key j for row i (mean-token score, Markov logit, or 0).
+fn base_logit(b: u32, i: u32, j: u32, fa: f32) -> f32 {
+    if (p.kind == 0u) { return fa * abuf[b * p.n + j]; }
+    if (p.kind == 1u) {
+        var seq = p.seq_base + b;
+        if (p.shared_seq != 0u) { seq = p.seq_base; }
+        let z = normal_at(vec2<u32>(p.key0, p.key1), p.stream, seq, i * p.n + j);
+        return -0.34657359027997264 + 0.8325546111576977 * z;
+    }
+    return 0.0;
+}
+
+// One query row i, value columns [c0, c0 + DC), of head `head` of sequence b.
+@compute @workgroup_size(64)
+fn attend(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let c0 = gid.y * DC;
+    let b = gid.z;
+    let n = p.n;
+    if (i >= n) { return; }
+    let dv = p.dv;
+    let r = p.r;
+    let ncols = min(DC, dv - c0);
+    let vbase = b * (n + 1u) * dv;
+    let qbase = b * (n + 1u) * r;
+    let yw = p.heads * dv;
+    let ybase = b * (n + 1u) * yw + p.head * dv + c0;
+    let g = scal[b * 4u];
+    let l = scal[b * 4u + 1u];
+    let fa = hs[b * 8u];
+    let fb = hs[b * 8u + 1u];
+    let lb = hs[b * 8u + 2u];
+    let argmax = p.kind == 0u && hs[b * 8u + 3u] > 0.5;
+    let linear = hs[b * 8u + 4u] > 0.5;
+    let has_b = p.kind == 0u && !is_neg(l);
+    let range = key_range(i);
+    var out: array<f32, 16>;
+    var entropy = 0.0;
+    var lr = l;
+    var lm = 0.0;
+    var pconst: array<f32, 16>;
+    var rowconst = false;
+
+    if (p.kind == 3u) {
+        for (var c = 0u; c < ncols; c++) { out[c] = vb[vbase + i * dv + c0 + c]; }
+    } else if (argmax) {
+        // Online softmax relative to the running argmax k: acc = sum_j w_j (v_j - v_k).
+        var big = NEG;
+        var k = range.x;
+        var z_sum = 0.0;
+        var t_sum = 0.0;
+        var acc: array<f32, 16>;
+        for (var j = range.x; j < range.y; j++) {
+            var bij = 0.0;
+            for (var t = 0u; t < r; t++) { bij += qb[qbase + i * r + t] * kb[qbase + j * r + t]; }
+            let z = fa * abuf[b * n + j] + fb * p.tau * bij;
+            if (z > big) {
+                let sc = exp_or_zero(big - z);
+                for (var c = 0u; c < ncols; c++) {
+                    acc[c] = sc * (acc[c] + z_sum * (vb[vbase + k * dv + c0 + c] - vb[vbase + j * dv + c0 + c]));
+                }
+                t_sum = sc * (t_sum + z_sum * (big - z));
+                if (is_neg(big)) { t_sum = 0.0; }
+                z_sum = sc * z_sum + 1.0;
+                big = z;
+                k = j;
+            } else {
+                let wj = exp(z - big);
+                for (var c = 0u; c < ncols; c++) {
+                    acc[c] += wj * (vb[vbase + j * dv + c0 + c] - vb[vbase + k * dv + c0 + c]);
+                }
+                z_sum += wj;
+                t_sum += wj * (z - big);
+            }
+        }
+        for (var c = 0u; c < ncols; c++) { out[c] = vb[vbase + k * dv + c0 + c] + acc[c] / z_sum; }
+        entropy = log(z_sum) - t_sum / z_sum;
+    } else {
+        // Split regime (also the fixed matrices: Markov, uniform).
+        var big = NEG;
+        for (var j = range.x; j < range.y; j++) { big = max(big, base_logit(b, i, j, fa)); }
+        var z_norm = 0.0;
+        for (var j = range.x; j < range.y; j++) { z_norm += exp(base_logit(b, i, j, fa) - big); }
+        var pacc: array<f32, 16>;
+        var facc: array<f32, 16>;
+        var s_acc = 0.0;
+        var zt_sum = 0.0;
+        var t_sum = 0.0;
+        for (var j = range.x; j < range.y; j++) {
+            let zp = base_logit(b, i, j, fa);
+            let pj = exp(zp - big) / z_norm;
+            var e = 0.0;
+            var zt = zp;
+            if (has_b) {
+                var bij = 0.0;
+                for (var t = 0u; t < r; t++) { bij += qb[qbase + i * r + t] * kb[qbase + j * r + t]; }
+                bij = p.tau * bij;
+                if (linear) { e = bij; } else { e = expm1(fb * bij) / fb; }
+                zt = zp + fb * bij;
+            }
+            let wt = exp(zt - big);
+            zt_sum += wt;
+            t_sum += wt * (zt - big);
+            s_acc += pj * e;
+            for (var c = 0u; c < ncols; c++) {
+                let v = vb[vbase + j * dv + c0 + c];
+                pacc[c] += pj * v;
+                facc[c] += pj * e * v;
+            }
+        }
+        entropy = log(zt_sum) - t_sum / zt_sum;
+        var u = fb;
+        if (linear) { u = 0.0; }
+        rowconst = p.rowconst == 1u;
+        for (var c = 0u; c < ncols; c++) {
+            let e_row = (facc[c] - s_acc * pacc[c]) / (1.0 + u * s_acc);
+            if (rowconst) {
+                out[c] = e_row;
+                pconst[c] = pacc[c];
+            } else {
+                out[c] = pacc[c] + exp_or_zero(lb) * e_row;
+            }
+        }
+        if (rowconst) {
+            if (has_b) { lr = l + lb; } else { lr = NEG; }
+        }
+    }
+    for (var c = 0u; c < ncols; c++) { yb[ybase + i * yw + c] = out[c]; }
+    if (c0 == 0u) {
+        let h = entropy / f32(p.heads);
+        if (p.head == 0u) { ent[b * n + i] = h; } else { ent[b * n + i] += h; }
+    }
+    if (i == 0u) {
+        // The mean row of this head's block: the value mean (unless the outlier is removed)
+        // plus, under the full mask, the constant part P of every row.
+        if (p.remove == 1u && rowconst) { lm = l; }
+        for (var c = 0u; c < ncols; c++) {
+            var mv = 0.0;
+            if (p.remove == 0u) { mv = vb[vbase + n * dv + c0 + c]; }
+            if (rowconst) {
+                if (p.remove == 1u) { mv = pconst[c]; } else { mv += exp_or_zero(l) * pconst[c]; }
+            }
+            yb[ybase + n * yw + c] = mv;
+        }
+        if (c0 == 0u) {
+            pre[b * p.ps] = g;
+            if (p.head == 0u || lm != 0.0) { pre[b * p.ps + 1u] = lm; }
+            pre[b * p.ps + 2u + p.head] = lr;
+        }
+    }
+}

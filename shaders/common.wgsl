@@ -1,0 +1,62 @@
+// Shared by every kernel (prepended by the engine): the -inf sentinel for log scales, the
+// counter-based generator, and cancellation-free expm1.
+
+// WGSL has no infinity literal: a log scale at or below NEG_LIMIT means -inf (an exact zero).
+const NEG: f32 = -1.0e30;
+const NEG_LIMIT: f32 = -1.0e29;
+const EPS32: f32 = 1.1920929e-7;
+
+fn is_neg(x: f32) -> bool { return x <= NEG_LIMIT; }
+// e^x with e^-inf = 0.
+fn exp_or_zero(x: f32) -> f32 { if (is_neg(x)) { return 0.0; } return exp(max(x, -200.0)); }
+fn ln_or_neg(x: f32) -> f32 { if (x > 0.0) { return log(x); } return NEG; }
+
+// Kahan's expm1: exact-ratio form, no cancellation near zero.
+fn expm1(x: f32) -> f32 {
+    if (abs(x) > 0.5) { return exp(x) - 1.0; }
+    let u = exp(x);
+    if (u == 1.0) { return x; }
+    let lu = log(u);
+    if (lu == 0.0) { return x; }
+    return (u - 1.0) * x / lu;
+}
+
+fn mulhilo(a: u32, b: u32) -> vec2<u32> {
+    let a_lo = a & 0xffffu; let a_hi = a >> 16u;
+    let b_lo = b & 0xffffu; let b_hi = b >> 16u;
+    let lo_lo = a_lo * b_lo;
+    let hi_lo = a_hi * b_lo;
+    let lo_hi = a_lo * b_hi;
+    let hi_hi = a_hi * b_hi;
+    let cross = (lo_lo >> 16u) + (hi_lo & 0xffffu) + (lo_hi & 0xffffu);
+    let hi = hi_hi + (hi_lo >> 16u) + (lo_hi >> 16u) + (cross >> 16u);
+    return vec2<u32>(hi, a * b);
+}
+
+// Philox4x32-10 (Random123), 32x32 -> 64-bit products from 16-bit halves (WGSL has no u64).
+fn philox(counter: vec4<u32>, key_in: vec2<u32>) -> vec4<u32> {
+    var c = counter;
+    var k = key_in;
+    for (var round = 0u; round < 10u; round++) {
+        if (round > 0u) { k = k + vec2<u32>(0x9E3779B9u, 0xBB67AE85u); }
+        let p0 = mulhilo(0xD2511F53u, c.x);
+        let p1 = mulhilo(0xCD9E8D57u, c.z);
+        c = vec4<u32>(p1.x ^ c.y ^ k.x, p1.y, p0.x ^ c.w ^ k.y, p0.y);
+    }
+    return c;
+}
+
+fn unit_open(w: u32) -> f32 { return (f32(w) + 0.5) * 2.3283064365386963e-10; }
+
+// Normal number `k` (< 2^32) of block (key, stream, sequence): Box-Muller on words of
+// Philox([k / 4, 0, sequence, stream]), the layout of rng::GaussianBlock.
+fn normal_at(key: vec2<u32>, stream: u32, sequence: u32, k: u32) -> f32 {
+    let w = philox(vec4<u32>(k / 4u, 0u, sequence, stream), key);
+    let pair = (k % 4u) / 2u;
+    var u0 = unit_open(w.x); var u1 = unit_open(w.y);
+    if (pair == 1u) { u0 = unit_open(w.z); u1 = unit_open(w.w); }
+    let r = sqrt(-2.0 * log(u0));
+    let theta = 6.283185307179586 * u1;
+    if (k % 2u == 0u) { return r * cos(theta); }
+    return r * sin(theta);
+}

@@ -1,0 +1,755 @@
+//! The GPU engine: the tracked-precision model of `model` in f32 WGSL kernels. Every sequence of
+//! a chunk lives on the device as n + 1 rows (R, then the mean m) plus its log scales (g, l);
+//! weights and inputs are drawn on the device from the counter-based generator; per-layer,
+//! per-sequence metric ingredients are the only data read back, once per chunk. Each sequence's
+//! work is the same whatever the chunk, so results do not depend on the chunk size.
+
+use super::GpuContext;
+use crate::config::{Activation, Attention, Config, Input, Mask, Mlp, Norm, NormKind, Weights};
+use crate::metrics::LayerMetrics;
+use crate::model::{weight_matrix, weight_sequence};
+use crate::rng::{GaussianBlock, Purpose, Stream};
+use std::collections::HashMap;
+use wgpu::util::DeviceExt;
+
+/// Values read back per sequence and layer (see shaders/metrics.wgsl).
+const RAW: usize = 16;
+/// Smallest sigma_2 / sigma_1 the GPU engine reports: power iteration in f32 resolves
+/// lambda_2 to about eps_f32 lambda_1, i.e. three digits of sigma_2 / sigma_1 at 1e-2.
+pub const GPU_SIGMA_RATIO_FLOOR: f64 = 1e-2;
+
+/// The compiled kernels.
+pub struct Kernels {
+    pipelines: HashMap<(&'static str, &'static str), wgpu::ComputePipeline>,
+}
+
+impl Kernels {
+    pub fn new(ctx: &GpuContext) -> anyhow::Result<Self> {
+        let mut pipelines = HashMap::new();
+        for shader in super::SHADERS {
+            for entry in shader.entries {
+                pipelines.insert((shader.name, *entry), ctx.pipeline_entry(shader.name, entry)?);
+            }
+        }
+        Ok(Kernels { pipelines })
+    }
+}
+
+/// A uniform block built field by field (u32 and f32, in the WGSL struct's order).
+#[derive(Default)]
+struct P(Vec<u32>);
+impl P {
+    fn u(mut self, v: usize) -> Self {
+        self.0.push(u32::try_from(v).expect("kernel parameter fits u32"));
+        self
+    }
+    fn f(mut self, v: f64) -> Self {
+        self.0.push((v as f32).to_bits());
+        self
+    }
+    fn bytes(mut self) -> Vec<u8> {
+        // At least the largest Params struct of any kernel (a larger binding is allowed).
+        while self.0.len() % 4 != 0 || self.0.len() < 32 {
+            self.0.push(0);
+        }
+        bytemuck::cast_slice(&self.0).to_vec()
+    }
+}
+
+/// A tracked state on the device: n + 1 rows of `w` floats per sequence, and (g, l, -, -).
+struct St {
+    data: wgpu::Buffer,
+    scal: wgpu::Buffer,
+    w: usize,
+}
+
+/// One chunk of sequences being simulated.
+struct Chunk<'a> {
+    ctx: &'a GpuContext,
+    k: &'a Kernels,
+    cfg: &'a Config,
+    enc: Option<wgpu::CommandEncoder>,
+    batch: usize,
+    first: usize,
+    n: usize,
+    ps: usize,
+    pre: wgpu::Buffer,
+    colbuf: wgpu::Buffer,
+    abuf: wgpu::Buffer,
+    hs: wgpu::Buffer,
+    ent: wgpu::Buffer,
+    cmat: wgpu::Buffer,
+    vecs: wgpu::Buffer,
+    cparts: wgpu::Buffer,
+    raw: wgpu::Buffer,
+    tiles: usize,
+}
+
+fn storage(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (floats.max(4) * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Workgroups for `count` invocations of a 64-wide kernel that folds y into x (65535 max each).
+fn groups_1d(count: usize) -> (u32, u32) {
+    let g = count.div_ceil(64);
+    let x = g.min(65535);
+    (x as u32, g.div_ceil(65535).max(1) as u32)
+}
+
+/// Bytes of device memory one sequence needs (the largest buffers), for chunk sizing.
+pub fn bytes_per_sequence(cfg: &Config) -> (usize, usize) {
+    let (n, d) = (cfg.tokens + 1, cfg.width);
+    let cat = cfg.heads * cfg.value_dim();
+    let hidden = cfg.mlp_hidden();
+    let widest = d.max(cat).max(hidden);
+    let per_w = if cfg.per_sequence_weights { weight_floats(cfg) } else { 0 };
+    let floats = n * d * 4
+        + n * cat
+        + 2 * n * hidden
+        + n * cfg.value_dim()
+        + 2 * n * cfg.head_rank()
+        + widest
+        + 3 * n
+        + d * d
+        + 5 * d
+        + per_w;
+    (floats * 4, n * widest.max(d * d / n + 1) * 4)
+}
+
+fn weight_floats(cfg: &Config) -> usize {
+    let (d, r, dv) = (cfg.width, cfg.head_rank(), cfg.value_dim());
+    2 * d * r + d * dv + cfg.heads * dv * d + 2 * d * cfg.mlp_hidden()
+}
+
+impl<'a> Chunk<'a> {
+    fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        if self.enc.is_none() {
+            self.enc = Some(self.ctx.device.create_command_encoder(&Default::default()));
+        }
+        self.enc.as_mut().unwrap()
+    }
+
+    fn flush(&mut self) {
+        if let Some(enc) = self.enc.take() {
+            self.ctx.queue.submit([enc.finish()]);
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        family: &'static str,
+        entry: &'static str,
+        params: P,
+        bufs: &[(u32, &wgpu::Buffer)],
+        grid: (u32, u32, u32),
+    ) {
+        let pipeline = &self.k.pipelines[&(family, entry)];
+        let uniform = self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(entry),
+            contents: &params.bytes(),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        entries.extend(
+            bufs.iter()
+                .map(|(b, buf)| wgpu::BindGroupEntry { binding: *b, resource: buf.as_entire_binding() }),
+        );
+        let bind = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let enc = self.encoder();
+        let mut pass = enc
+            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes: None });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(grid.0, grid.1, grid.2);
+    }
+
+    fn state(&self, label: &str, w: usize) -> St {
+        St {
+            data: storage(self.ctx, label, self.batch * (self.n + 1) * w),
+            scal: storage(self.ctx, label, self.batch * 4),
+            w,
+        }
+    }
+
+    fn copy(&mut self, from: &St, to: &St) {
+        assert_eq!(from.w, to.w);
+        let size = (self.batch * (self.n + 1) * from.w * 4) as u64;
+        let scal = (self.batch * 4 * 4) as u64;
+        let enc = self.encoder();
+        enc.copy_buffer_to_buffer(&from.data, 0, &to.data, 0, size);
+        enc.copy_buffer_to_buffer(&from.scal, 0, &to.scal, 0, scal);
+    }
+
+    /// Turns the pre-form rows in `st` (scales in `pre`) into a state.
+    fn compose(&mut self, st: &St, blocks: usize, block_w: usize) {
+        let p = P::default().u(self.n).u(st.w).u(self.batch).u(self.ps).u(blocks).u(block_w);
+        let (pre, colbuf) = (self.pre.clone(), self.colbuf.clone());
+        self.dispatch(
+            "state",
+            "compose",
+            p,
+            &[(1, &st.data), (2, &pre), (3, &st.scal), (4, &colbuf)],
+            (self.batch as u32, 1, 1),
+        );
+    }
+
+    /// A weight matrix (rows x cols) per weight-sequence of the chunk, drawn on the device.
+    fn weights(
+        &mut self,
+        family: Weights,
+        rows: usize,
+        cols: usize,
+        purpose: Purpose,
+        layer: usize,
+        head: usize,
+    ) -> wgpu::Buffer {
+        let cfg = self.cfg;
+        let li = if cfg.share_layers { 0 } else { layer };
+        let stream = Stream::new(purpose, li, head);
+        let per_seq = cfg.per_sequence_weights;
+        let count = if per_seq { self.batch } else { 1 };
+        if family == Weights::Orthogonal {
+            // Orthonormalisation is a sequential O(d^3) step: done once on the host, as the CPU
+            // engine does it, and uploaded.
+            let mut data = Vec::with_capacity(count * rows * cols);
+            for b in 0..count {
+                let seq = weight_sequence(cfg, self.first + b);
+                let m = weight_matrix(family, rows, cols, GaussianBlock::new(cfg.seed, stream, seq));
+                data.extend(m.iter().map(|v| *v as f32));
+            }
+            return self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("orthogonal weights"),
+                contents: bytemuck::cast_slice(&data),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        }
+        let buf = storage(self.ctx, "weights", count * rows * cols);
+        let (mode, scale) = match family {
+            Weights::Gaussian(std) => (0, std.unwrap_or(1.0 / (rows as f64).sqrt())),
+            Weights::Identity => (1, 1.0),
+            Weights::ScaledIdentity(c) => (1, c),
+            Weights::Orthogonal | Weights::None => unreachable!("handled above / never drawn"),
+        };
+        let seq_base = if per_seq { self.first as u32 } else { crate::rng::SHARED_SEQUENCE };
+        let p = P::default()
+            .u(cfg.seed as u32 as usize)
+            .u((cfg.seed >> 32) as usize)
+            .u(stream.0 as usize)
+            .u(seq_base as usize)
+            .u(usize::from(!per_seq))
+            .u(rows)
+            .u(cols)
+            .u(count)
+            .u(mode)
+            .f(scale)
+            .u(0);
+        let (gx, gy) = groups_1d(rows * cols);
+        self.dispatch("generate", "weights", p, &[(1, &buf)], (gx, gy, count as u32));
+        buf
+    }
+
+    /// Y = X W over all n + 1 rows (X's columns [x_col, x_col + inner) of a row of width x_w).
+    fn matmul(
+        &mut self,
+        x: &St,
+        w: &wgpu::Buffer,
+        inner: usize,
+        cols: usize,
+        y: &wgpu::Buffer,
+        set_pre: bool,
+    ) {
+        let rows = self.n + 1;
+        let w_bs = if self.cfg.per_sequence_weights { inner * cols } else { 0 };
+        let p = P::default()
+            .u(rows)
+            .u(inner)
+            .u(cols)
+            .u(self.batch)
+            .u(0)
+            .u(rows * x.w)
+            .u(x.w)
+            .u(w_bs)
+            .u(0)
+            .u(rows * cols)
+            .u(cols)
+            .u(self.ps)
+            .u(usize::from(set_pre));
+        let pre = self.pre.clone();
+        self.dispatch(
+            "linear",
+            "matmul",
+            p,
+            &[(1, &x.data), (2, w), (3, y), (4, &x.scal), (5, &pre)],
+            (cols.div_ceil(16) as u32, rows.div_ceil(16) as u32, self.batch as u32),
+        );
+    }
+
+    fn linear(&mut self, x: &St, w: &wgpu::Buffer, out: &St) {
+        self.matmul(x, w, x.w, out.w, &out.data, true);
+        self.compose(out, 1, out.w);
+    }
+
+    fn inputs(&mut self, x: &St) {
+        let cfg = self.cfg;
+        let (n, d) = (self.n, cfg.width);
+        if cfg.input == Input::Orthonormal {
+            let mut data = Vec::with_capacity(self.batch * (n + 1) * d);
+            for b in 0..self.batch {
+                let m = crate::model::input_tokens(cfg, self.first + b);
+                data.extend(m.iter().map(|v| *v as f32));
+                data.extend(std::iter::repeat_n(0.0f32, d));
+            }
+            self.ctx.queue.write_buffer(&x.data, 0, bytemuck::cast_slice(&data));
+            let mut pre = vec![0f32; self.batch * self.ps];
+            for b in 0..self.batch {
+                pre[b * self.ps + 1] = -1e30;
+            }
+            self.ctx.queue.write_buffer(&self.pre, 0, bytemuck::cast_slice(&pre));
+        } else {
+            let (family, rho) = match cfg.input {
+                Input::Gaussian => (0, 0.0),
+                Input::Sphere => (1, 0.0),
+                Input::Shared(rho) => (2, rho),
+                Input::Orthonormal => unreachable!(),
+            };
+            let p = P::default()
+                .u(cfg.seed as u32 as usize)
+                .u((cfg.seed >> 32) as usize)
+                .u(Stream::new(Purpose::Input, 0, 0).0 as usize)
+                .u(Stream::new(Purpose::InputShared, 0, 0).0 as usize)
+                .u(self.first)
+                .u(n)
+                .u(d)
+                .u(self.batch)
+                .u(family)
+                .f(rho)
+                .u(self.ps);
+            let pre = self.pre.clone();
+            self.dispatch(
+                "generate",
+                "inputs",
+                p,
+                &[(1, &x.data), (2, &pre)],
+                ((n + 1).div_ceil(64) as u32, 1, self.batch as u32),
+            );
+        }
+        self.compose(x, 1, d);
+    }
+
+    fn normalise(&mut self, x: &St, out: &St) {
+        let cfg = self.cfg;
+        let kind = match cfg.norm {
+            Norm::None => return self.copy(x, out),
+            Norm::Pre(k) | Norm::Post(k) => k,
+        };
+        let kind = match kind {
+            NormKind::Layer => 0,
+            NormKind::Rms => 1,
+            NormKind::Sphere => 2,
+        };
+        let p = P::default()
+            .u(self.n)
+            .u(x.w)
+            .u(self.batch)
+            .u(self.ps)
+            .u(kind)
+            .f(cfg.norm_eps)
+            .f(cfg.norm_gain)
+            .f(cfg.norm_bias);
+        let pre = self.pre.clone();
+        self.dispatch(
+            "norm",
+            "normalise",
+            p,
+            &[(1, &x.data), (2, &x.scal), (3, &out.data), (4, &pre)],
+            (self.batch as u32, 1, 1),
+        );
+        self.compose(out, 1, out.w);
+    }
+
+    /// out = a x + b f (or f itself for no skip).
+    fn skip(&mut self, x: &St, f: &St, out: &St) {
+        let (a, b) = self.cfg.skip.coefficients();
+        if (a, b) == (0.0, 1.0) {
+            return self.copy(f, out);
+        }
+        let p = P::default().u(self.n).u(x.w).u(self.batch).u(self.ps).f(a).f(b);
+        let (gx, gy) = groups_1d((self.n + 1) * x.w);
+        let pre = self.pre.clone();
+        self.dispatch(
+            "state",
+            "skip",
+            p,
+            &[(1, &x.data), (2, &x.scal), (3, &f.data), (4, &f.scal), (5, &out.data), (6, &pre)],
+            (gx, gy, self.batch as u32),
+        );
+        self.compose(out, 1, out.w);
+    }
+
+    fn attention(&mut self, x: &St, out: &St, b: &Bufs, layer: usize) {
+        let cfg = self.cfg;
+        let (d, r, dv, heads, n) = (cfg.width, cfg.head_rank(), cfg.value_dim(), cfg.heads, self.n);
+        let softmax = cfg.attention == Attention::Softmax;
+        let (mask, window) = match cfg.mask {
+            Mask::Full => (0, 0),
+            Mask::Causal => (1, 0),
+            Mask::Window(w) => (2, w),
+            Mask::CausalWindow(w) => (3, w),
+        };
+        let kind = match cfg.attention {
+            Attention::Softmax => 0,
+            Attention::Markov => 1,
+            Attention::Uniform => 2,
+            Attention::Identity => 3,
+        };
+        let rowconst =
+            cfg.mask == Mask::Full && matches!(cfg.attention, Attention::Softmax | Attention::Uniform);
+        let li = if cfg.share_layers { 0 } else { layer };
+        for h in 0..heads {
+            let wv = self.weights(cfg.value, d, dv, Purpose::Value, layer, h);
+            self.matmul(x, &wv, d, dv, &b.v, false);
+            if softmax {
+                let wq = self.weights(cfg.qk, d, r, Purpose::Query, layer, h);
+                let wk = self.weights(cfg.qk, d, r, Purpose::Key, layer, h);
+                self.matmul(x, &wq, d, r, &b.q, false);
+                self.matmul(x, &wk, d, r, &b.k, false);
+                let p = P::default()
+                    .u(n)
+                    .u(r)
+                    .u(dv)
+                    .u(self.batch)
+                    .u(0)
+                    .u(0)
+                    .u(0)
+                    .u(0)
+                    .u(0)
+                    .u(0)
+                    .u(0)
+                    .f(cfg.temperature());
+                let (abuf, hs) = (self.abuf.clone(), self.hs.clone());
+                self.dispatch(
+                    "attention",
+                    "prep",
+                    p,
+                    &[(1, &b.q), (2, &b.k), (3, &x.scal), (4, &abuf), (5, &hs)],
+                    (self.batch as u32, 1, 1),
+                );
+            }
+            let per_seq = cfg.per_sequence_weights;
+            let seq_base = if per_seq { self.first as u32 } else { crate::rng::SHARED_SEQUENCE };
+            let p = P::default()
+                .u(n)
+                .u(r)
+                .u(dv)
+                .u(self.batch)
+                .u(mask)
+                .u(window)
+                .u(kind)
+                .u(usize::from(cfg.remove_outlier))
+                .u(h)
+                .u(heads)
+                .u(self.ps)
+                .f(cfg.temperature())
+                .u(cfg.seed as u32 as usize)
+                .u((cfg.seed >> 32) as usize)
+                .u(Stream::new(Purpose::Markov, li, h).0 as usize)
+                .u(seq_base as usize)
+                .u(usize::from(!per_seq))
+                .u(usize::from(rowconst));
+            let (abuf, hs, pre, ent) =
+                (self.abuf.clone(), self.hs.clone(), self.pre.clone(), self.ent.clone());
+            // Every kind binds every buffer: the layout is what the entry point statically uses.
+            let bufs = [
+                (1, &b.q),
+                (2, &b.k),
+                (3, &x.scal),
+                (4, &abuf),
+                (5, &hs),
+                (6, &b.v),
+                (7, &b.cat.data),
+                (8, &pre),
+                (9, &ent),
+            ];
+            self.dispatch(
+                "attention",
+                "attend",
+                p,
+                &bufs,
+                (n.div_ceil(64) as u32, dv.div_ceil(16) as u32, self.batch as u32),
+            );
+        }
+        self.compose(&b.cat, heads, dv);
+        if cfg.out_proj == Weights::None {
+            self.copy(&b.cat, out);
+        } else {
+            let wo = self.weights(cfg.out_proj, heads * dv, d, Purpose::Output, layer, 0);
+            self.linear(&b.cat, &wo, out);
+        }
+    }
+
+    fn mlp(&mut self, x: &St, out: &St, b: &Bufs, layer: usize) {
+        let cfg = self.cfg;
+        let act = match cfg.mlp {
+            Mlp::None => return self.copy(x, out),
+            Mlp::Hidden(a, _) => a,
+        };
+        let (d, hidden) = (cfg.width, cfg.mlp_hidden());
+        let w1 = self.weights(cfg.mlp_weights, d, hidden, Purpose::MlpIn, layer, 0);
+        let w2 = self.weights(cfg.mlp_weights, hidden, d, Purpose::MlpOut, layer, 0);
+        self.linear(x, &w1, &b.h1);
+        let kind = match act {
+            Activation::Relu => 0,
+            Activation::Gelu => 1,
+        };
+        let p = P::default().u(self.n).u(hidden).u(self.batch).u(self.ps).u(kind);
+        let (gx, gy) = groups_1d((self.n + 1) * hidden);
+        let pre = self.pre.clone();
+        self.dispatch(
+            "activation",
+            "activate",
+            p,
+            &[(1, &b.h1.data), (2, &b.h1.scal), (3, &b.h2.data), (4, &pre)],
+            (gx, gy, self.batch as u32),
+        );
+        self.compose(&b.h2, 1, hidden);
+        self.linear(&b.h2, &w2, out);
+    }
+
+    /// The metric ingredients of state x after `layer` into the read-back buffer.
+    fn metrics(&mut self, x: &St, layer: usize, has_attn: bool) {
+        let (n, d) = (self.n, x.w);
+        let p = P::default().u(n).u(d).u(d).u(self.batch).u(0).u((n + 1) * d);
+        let cmat = self.cmat.clone();
+        self.dispatch(
+            "linear",
+            "gram",
+            p,
+            &[(1, &x.data), (3, &cmat)],
+            (d.div_ceil(16) as u32, d.div_ceil(16) as u32, self.batch as u32),
+        );
+        let layers = self.cfg.depth + 1;
+        let (batch, tiles) = (self.batch, self.tiles);
+        let p = || P::default().u(n).u(d).u(batch).u(tiles).u(layer).u(layers).u(usize::from(has_attn));
+        let cparts = self.cparts.clone();
+        self.dispatch(
+            "metrics",
+            "cosines",
+            p(),
+            &[(1, &x.data), (2, &x.scal), (3, &cparts)],
+            (self.tiles as u32, 1, self.batch as u32),
+        );
+        let (vecs, ent, raw) = (self.vecs.clone(), self.ent.clone(), self.raw.clone());
+        self.dispatch(
+            "metrics",
+            "metrics",
+            p(),
+            &[(1, &x.data), (2, &x.scal), (3, &cparts), (4, &cmat), (5, &vecs), (6, &ent), (7, &raw)],
+            (self.batch as u32, 1, 1),
+        );
+    }
+}
+
+/// Work buffers of a chunk.
+struct Bufs {
+    x: St,
+    nrm: St,
+    f: St,
+    s: St,
+    cat: St,
+    h1: St,
+    h2: St,
+    v: wgpu::Buffer,
+    q: wgpu::Buffer,
+    k: wgpu::Buffer,
+}
+
+/// Runs sequences [first, first + batch) and returns their raw read-back values.
+fn run_chunk(
+    ctx: &GpuContext,
+    k: &Kernels,
+    cfg: &Config,
+    first: usize,
+    batch: usize,
+) -> anyhow::Result<Vec<f32>> {
+    let n = cfg.tokens;
+    let d = cfg.width;
+    let (r, dv, heads) = (cfg.head_rank(), cfg.value_dim(), cfg.heads);
+    let hidden = cfg.mlp_hidden();
+    let widest = d.max(heads * dv).max(hidden);
+    let ps = 2 + heads.max(1);
+    let tiles = n.div_ceil(64);
+    let mut c = Chunk {
+        ctx,
+        k,
+        cfg,
+        enc: None,
+        batch,
+        first,
+        n,
+        ps,
+        pre: storage(ctx, "pre", batch * ps),
+        colbuf: storage(ctx, "colbuf", batch * widest),
+        abuf: storage(ctx, "scores", batch * n),
+        hs: storage(ctx, "head scalars", batch * 8),
+        ent: storage(ctx, "entropy", batch * n),
+        cmat: storage(ctx, "gram", batch * d * d),
+        vecs: storage(ctx, "vectors", batch * 5 * d),
+        cparts: storage(ctx, "cosines", batch * tiles),
+        raw: storage(ctx, "raw", batch * (cfg.depth + 1) * RAW),
+        tiles,
+    };
+    let b = Bufs {
+        x: c.state("x", d),
+        nrm: c.state("norm", d),
+        f: c.state("sublayer", d),
+        s: c.state("sum", d),
+        cat: c.state("heads", heads * dv),
+        h1: c.state("hidden", hidden.max(1)),
+        h2: c.state("activated", hidden.max(1)),
+        v: storage(ctx, "values", batch * (n + 1) * dv),
+        q: storage(ctx, "queries", batch * (n + 1) * r),
+        k: storage(ctx, "keys", batch * (n + 1) * r),
+    };
+    c.inputs(&b.x);
+    c.metrics(&b.x, 0, false);
+    c.flush();
+    let has_mlp = hidden > 0;
+    for layer in 0..cfg.depth {
+        match cfg.norm {
+            Norm::Pre(_) => {
+                c.normalise(&b.x, &b.nrm);
+                c.attention(&b.nrm, &b.f, &b, layer);
+                c.skip(&b.x, &b.f, &b.s);
+                c.copy(&b.s, &b.x);
+                if has_mlp {
+                    c.normalise(&b.x, &b.nrm);
+                    c.mlp(&b.nrm, &b.f, &b, layer);
+                    c.skip(&b.x, &b.f, &b.s);
+                    c.copy(&b.s, &b.x);
+                }
+            }
+            Norm::Post(_) => {
+                c.attention(&b.x, &b.f, &b, layer);
+                c.skip(&b.x, &b.f, &b.s);
+                c.normalise(&b.s, &b.x);
+                if has_mlp {
+                    c.mlp(&b.x, &b.f, &b, layer);
+                    c.skip(&b.x, &b.f, &b.s);
+                    c.normalise(&b.s, &b.x);
+                }
+            }
+            Norm::None => {
+                c.attention(&b.x, &b.f, &b, layer);
+                c.skip(&b.x, &b.f, &b.s);
+                c.copy(&b.s, &b.x);
+                if has_mlp {
+                    c.mlp(&b.x, &b.f, &b, layer);
+                    c.skip(&b.x, &b.f, &b.s);
+                    c.copy(&b.s, &b.x);
+                }
+            }
+        }
+        c.metrics(&b.x, layer + 1, true);
+        c.flush();
+    }
+    let raw = c.raw.clone();
+    ctx.read_back::<f32>(&raw, (batch * (cfg.depth + 1) * RAW * 4) as u64)
+}
+
+/// Chunk size: what fits the memory budget and the adapter's binding limit.
+pub fn chunk_size(cfg: &Config, limits: &wgpu::Limits, budget_bytes: usize) -> usize {
+    let (per_seq, biggest) = bytes_per_sequence(cfg);
+    let by_budget = budget_bytes / per_seq.max(1);
+    let by_binding = (limits.max_storage_buffer_binding_size as usize) / biggest.max(1);
+    by_budget.min(by_binding).clamp(1, 65535).min(cfg.sequences.max(1))
+}
+
+/// Metrics of every sequence at every layer, on the GPU.
+pub fn simulate(ctx: &GpuContext, cfg: &Config, chunk: usize) -> anyhow::Result<Vec<Vec<LayerMetrics>>> {
+    let kernels = Kernels::new(ctx)?;
+    let mut out = Vec::with_capacity(cfg.sequences);
+    let mut first = 0;
+    while first < cfg.sequences {
+        let batch = chunk.min(cfg.sequences - first);
+        let raw = run_chunk(ctx, &kernels, cfg, first, batch)?;
+        for b in 0..batch {
+            let history = (0..=cfg.depth)
+                .map(|layer| {
+                    let at = (b * (cfg.depth + 1) + layer) * RAW;
+                    layer_metrics_from_raw(&raw[at..at + RAW], cfg.tokens, layer > 0)
+                })
+                .collect();
+            out.push(history);
+        }
+        first += batch;
+    }
+    Ok(out)
+}
+
+fn from_sentinel(x: f32) -> f64 {
+    if x <= -1e29 {
+        f64::NEG_INFINITY
+    } else {
+        f64::from(x)
+    }
+}
+
+/// The metrics of one sequence and layer from the values the metrics kernel read back, with the
+/// formulas of `metrics::layer_metrics` (in f64 on the host).
+pub fn layer_metrics_from_raw(raw: &[f32], n: usize, has_attn: bool) -> LayerMetrics {
+    const LN10: f64 = std::f64::consts::LN_10;
+    let nf = n as f64;
+    let g = from_sentinel(raw[0]);
+    let l = from_sentinel(raw[1]);
+    let m2 = f64::from(raw[2]);
+    let s = if l == f64::NEG_INFINITY { 0.0 } else { l.exp() };
+    let mut v: [Option<f64>; 16] = [None; 16];
+    let exp0 = |x: f64| if x == f64::NEG_INFINITY { 0.0 } else { x.exp() };
+    let log_res_fro = if l == f64::NEG_INFINITY { f64::NEG_INFINITY } else { l - 0.5 * (m2 + s * s).ln() };
+    v[0] = Some(exp0(log_res_fro));
+    v[1] = Some(log_res_fro / LN10);
+    let log_dong = if l == f64::NEG_INFINITY {
+        f64::NEG_INFINITY
+    } else {
+        l + from_sentinel(raw[3]) - from_sentinel(raw[4])
+    };
+    v[2] = Some(exp0(log_dong));
+    v[3] = Some(log_dong / LN10);
+    let log_mu = if g == f64::NEG_INFINITY || l == f64::NEG_INFINITY {
+        f64::NEG_INFINITY
+    } else {
+        g + l + 0.5 * nf.ln()
+    };
+    v[4] = Some(exp0(log_mu));
+    v[5] = Some(log_mu / LN10);
+    let lam_g = f64::from(raw[5]);
+    let fro2 = nf * (m2 + s * s);
+    if lam_g > 0.0 {
+        v[6] = Some(fro2 / lam_g);
+        let g_fro2 = nf * nf * m2 * m2 + 2.0 * nf * s * s * f64::from(raw[7]) + s.powi(4) * f64::from(raw[6]);
+        v[7] = Some(g_fro2 / (lam_g * lam_g));
+        let lsig2 = from_sentinel(raw[9]);
+        let lscale = f64::from(raw[10]);
+        let log_ratio = 0.5 * (lsig2 - lam_g.ln());
+        let resolved = lsig2 == f64::NEG_INFINITY || 0.5 * (lsig2 - lscale) >= GPU_SIGMA_RATIO_FLOOR.ln();
+        v[9] = Some(if resolved { exp0(log_ratio) } else { f64::NAN });
+        v[10] = Some(if resolved { log_ratio / LN10 } else { f64::NAN });
+    }
+    if l > f64::NEG_INFINITY && raw[8] > 0.0 {
+        v[8] = Some(nf / f64::from(raw[8]));
+    }
+    v[11] = Some(f64::from(raw[11]));
+    if has_attn {
+        v[15] = Some(f64::from(raw[12]));
+    }
+    LayerMetrics { values: v }
+}
