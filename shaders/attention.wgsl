@@ -23,20 +23,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> abuf: array<f32>;
 @group(0) @binding(5) var<storage, read_write> hs: array<f32>;
 
-const WG: u32 = 256u;
-var<workgroup> red: array<f32, 256>;
-
-fn reduce_max(tid: u32, v: f32) -> f32 {
-    red[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (tid < s) { red[tid] = max(red[tid], red[tid + s]); }
-        workgroupBarrier();
-    }
-    let out = red[0];
-    workgroupBarrier();
-    return out;
-}
 
 // Per sequence: a_j = tau <q_mean, k_j>, the score bound and the regime of this head:
 // hs[8 b..] = (fa, fb, lb, argmax regime, linear, la).

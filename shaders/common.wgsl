@@ -60,3 +60,32 @@ fn normal_at(key: vec2<u32>, stream: u32, sequence: u32, k: u32) -> f32 {
     if (k % 2u == 0u) { return r * cos(theta); }
     return r * sin(theta);
 }
+
+// Workgroup reductions of the one-workgroup-per-sequence kernels (workgroup size WG); every
+// invocation must call them (they contain barriers).
+const WG: u32 = 256u;
+var<workgroup> red: array<f32, 256>;
+
+fn reduce_sum(tid: u32, v: f32) -> f32 {
+    red[tid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (tid < s) { red[tid] = red[tid] + red[tid + s]; }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_max(tid: u32, v: f32) -> f32 {
+    red[tid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (tid < s) { red[tid] = max(red[tid], red[tid + s]); }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}

@@ -14,31 +14,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> scal: array<f32>;
 @group(0) @binding(3) var<storage, read_write> parts: array<f32>;
 
-const WG: u32 = 256u;
-var<workgroup> red: array<f32, 256>;
-
-fn reduce_sum(tid: u32, v: f32) -> f32 {
-    red[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (tid < s) { red[tid] = red[tid] + red[tid + s]; }
-        workgroupBarrier();
-    }
-    let out = red[0];
-    workgroupBarrier();
-    return out;
-}
-fn reduce_max(tid: u32, v: f32) -> f32 {
-    red[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (tid < s) { red[tid] = max(red[tid], red[tid + s]); }
-        workgroupBarrier();
-    }
-    let out = red[0];
-    workgroupBarrier();
-    return out;
-}
 
 fn dense(base: u32, i: u32, j: u32, s: f32) -> f32 {
     return x[base + p.n * p.d + j] + s * x[base + i * p.d + j];

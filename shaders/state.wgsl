@@ -14,32 +14,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> scal: array<f32>;
 @group(0) @binding(4) var<storage, read_write> colbuf: array<f32>;
 
-const WG: u32 = 256u;
-var<workgroup> red: array<f32, 256>;
-
-fn reduce_sum(tid: u32, v: f32) -> f32 {
-    red[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (tid < s) { red[tid] = red[tid] + red[tid + s]; }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_max(tid: u32, v: f32) -> f32 {
-    red[tid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (tid < s) { red[tid] = max(red[tid], red[tid + s]); }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(256)
 fn compose(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -50,6 +24,8 @@ fn compose(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     let base = b * (n + 1u) * w;
     let mrow = base + n * w;
     let pb = b * p.ps;
+    // colbuf[cb..cb + w]: column means of the residual rows; [cb + w..cb + 2w]: the new mean.
+    let cb = b * 2u * w;
     let g = pre[pb];
     let lm = pre[pb + 1u];
     var big_l = NEG;
@@ -69,14 +45,14 @@ fn compose(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
             c = y0 + acc / nf;
             for (var i = 0u; i < n; i++) { part_max = max(part_max, abs(y[base + i * w + j] * f - c)); }
         }
-        colbuf[b * w + j] = c;
+        colbuf[cb + j] = c;
     }
     let big = reduce_max(tid, part_max);
     var part_sq = 0.0;
     if (big > 0.0) {
         for (var j = tid; j < w; j += WG) {
             let f = exp_or_zero(pre[pb + 2u + j / p.block_w] - big_l);
-            let c = colbuf[b * w + j];
+            let c = colbuf[cb + j];
             for (var i = 0u; i < n; i++) {
                 let v = (y[base + i * w + j] * f - c) / big;
                 part_sq += v * v;
@@ -90,7 +66,7 @@ fn compose(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     var pc = 0.0;
     for (var j = tid; j < w; j += WG) {
         pm += y[mrow + j] * y[mrow + j];
-        pc += colbuf[b * w + j] * colbuf[b * w + j];
+        pc += colbuf[cb + j] * colbuf[cb + j];
     }
     let m_sq = reduce_sum(tid, pm);
     let c_sq = reduce_sum(tid, pc);
@@ -103,8 +79,8 @@ fn compose(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     for (var j = tid; j < w; j += WG) {
         var v = 0.0;
         if (!is_neg(lm_eff)) { v += y[mrow + j] * exp_or_zero(lm_eff - top_m); }
-        if (!is_neg(lc_eff)) { v += colbuf[b * w + j] * exp_or_zero(lc_eff - top_m); }
-        colbuf[b * w + j] = v;
+        if (!is_neg(lc_eff)) { v += colbuf[cb + j] * exp_or_zero(lc_eff - top_m); }
+        colbuf[cb + w + j] = v;
         pn += v * v;
     }
     let norm_m = sqrt(reduce_sum(tid, pn));
@@ -121,24 +97,17 @@ fn compose(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     if (norm_m > 0.0 && !is_neg(top_m)) { log_m = top_m + log(norm_m); }
     let top = max(log_m, lr);
     let zero = is_neg(top);
-    // Column means again (colbuf now holds the new mean): recompute them per column.
     for (var j = tid; j < w; j += WG) {
-        var c = 0.0;
+        let c = colbuf[cb + j];
         var f = 0.0;
-        if (has_res) {
-            f = exp_or_zero(pre[pb + 2u + j / p.block_w] - big_l);
-            let y0 = y[base + j] * f;
-            var acc = 0.0;
-            for (var i = 0u; i < n; i++) { acc += y[base + i * w + j] * f - y0; }
-            c = y0 + acc / nf;
-        }
+        if (has_res) { f = exp_or_zero(pre[pb + 2u + j / p.block_w] - big_l); }
         for (var i = 0u; i < n; i++) {
             var v = 0.0;
             if (!zero && factor > 0.0) { v = (y[base + i * w + j] * f - c) * factor; }
             y[base + i * w + j] = v;
         }
         var mv = 0.0;
-        if (!zero && !is_neg(log_m)) { mv = colbuf[b * w + j] * (exp_or_zero(log_m - top) / norm_m); }
+        if (!zero && !is_neg(log_m)) { mv = colbuf[cb + w + j] * (exp_or_zero(log_m - top) / norm_m); }
         y[mrow + j] = mv;
     }
     if (tid == 0u) {

@@ -84,13 +84,7 @@ fn gpu_engine_tracks_the_f64_cpu_engine() {
                     if a == b {
                         continue;
                     }
-                    let value_tol = (2e-5 * 3f64.powi(l as i32)).min(1e-2);
-                    let score = if name.starts_with("log10_") {
-                        ((a - b).abs() / value_tol).min((a - b).abs() / b.abs() / 2e-4)
-                    } else {
-                        let scale = if b.abs() < 1e-3 && *name != "sigma_ratio" { 1.0 } else { b.abs() };
-                        (a - b).abs() / scale / value_tol
-                    };
+                    let score = crate::precision::f32_score(name, l, a, b);
                     let what = format!(
                         "seed {seed} seq {s} layer {l} {name}: gpu {a} vs cpu-f64 {b} (config {c:?})"
                     );

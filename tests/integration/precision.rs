@@ -63,6 +63,21 @@ pub fn random_config(seed: u64) -> Config {
     c
 }
 
+/// Error of an f32 value `a` against the f64 value `b` of metric `name` after layer `l`, as a
+/// fraction of the f32 tolerance. Rounding errors of the state grow with depth (up to 3x per layer
+/// under pure attention, the cubic map): a value metric may differ by 2e-5 * 3^l relative (at
+/// most 1e-2), a log metric by the same amount absolutely, or by 2e-4 relative to its size (deep
+/// residuals grow like their error).
+pub fn f32_score(name: &str, l: usize, a: f64, b: f64) -> f64 {
+    let value_tol = (2e-5 * 3f64.powi(l as i32)).min(1e-2);
+    if name.starts_with("log10_") {
+        ((a - b).abs() / value_tol).min((a - b).abs() / b.abs() / 2e-4)
+    } else {
+        let scale = if b.abs() < 1e-3 && name != "sigma_ratio" { 1.0 } else { b.abs() };
+        (a - b).abs() / scale / value_tol
+    }
+}
+
 #[test]
 fn f32_engine_tracks_f64_engine_on_random_configurations() {
     let mut worst = (0.0f64, String::new());
@@ -85,17 +100,7 @@ fn f32_engine_tracks_f64_engine_on_random_configurations() {
                     if a == b {
                         continue;
                     }
-                    // Rounding errors of the state grow with depth (up to 3x per layer under pure
-                    // attention, the cubic map): a value metric after layer l may differ by 2e-5 * 3^l
-                    // relative (at most 1e-2), a log metric by the same amount absolutely, or by 2e-4
-                    // relative to its size (deep residuals grow like their error).
-                    let value_tol = (2e-5 * 3f64.powi(l as i32)).min(1e-2);
-                    let score = if name.starts_with("log10_") {
-                        ((a - b).abs() / value_tol).min((a - b).abs() / b.abs() / 2e-4)
-                    } else {
-                        let scale = if b.abs() < 1e-3 && *name != "sigma_ratio" { 1.0 } else { b.abs() };
-                        (a - b).abs() / scale / value_tol
-                    };
+                    let score = f32_score(name, l, a, b);
                     let what =
                         format!("seed {seed} seq {s} layer {l} {name}: f32 {a} vs f64 {b} (config {c:?})");
                     assert!(score <= 1.0, "{what}");

@@ -257,7 +257,7 @@ impl<'a> Chunk<'a> {
         buf
     }
 
-    /// Y = X W over all n + 1 rows (X's columns [x_col, x_col + inner) of a row of width x_w).
+    /// Y = X W over all n + 1 rows of the state X (inner = X's width).
     fn matmul(
         &mut self,
         x: &St,
@@ -597,7 +597,7 @@ fn run_chunk(
         n,
         ps,
         pre: storage(ctx, "pre", batch * ps),
-        colbuf: storage(ctx, "colbuf", batch * widest),
+        colbuf: storage(ctx, "colbuf", batch * 2 * widest),
         abuf: storage(ctx, "scores", batch * n),
         hs: storage(ctx, "head scalars", batch * 8),
         ent: storage(ctx, "entropy", batch * n),

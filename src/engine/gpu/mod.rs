@@ -29,10 +29,10 @@ macro_rules! family {
     };
 }
 
-/// Every shader of the engine. `philox` is the bare generator (its known-answer test); the
-/// kernel families share `common.wgsl` (generator, -inf sentinel, expm1).
+/// Every shader of the engine. `philox` exposes the bare generator (its known-answer test); every
+/// family is prefixed with `common.wgsl` (generator, -inf sentinel, expm1, reductions).
 pub const SHADERS: &[Shader] = &[
-    Shader { name: "philox", source: include_str!("../../../shaders/philox.wgsl"), entries: &["main"] },
+    family!("philox", ["main"]),
     family!("generate", ["weights", "inputs"]),
     family!("linear", ["matmul", "gram"]),
     family!("state", ["compose", "skip"]),
