@@ -106,35 +106,76 @@ fn dotv(tid: u32, a: u32, c: u32) -> f32 {
     return reduce_sum(tid, acc);
 }
 
-// Power iteration on M from the vector at v0 (overwritten with the top eigenvector), optionally
-// kept orthogonal to the unit vector at `orth`; returns the top eigenvalue (Rayleigh quotient).
-fn power(b: u32, tid: u32, mode: u32, v0: u32, tmp: u32, s2: f32, t: f32, vu: u32, vw: u32, orth: u32, use_orth: bool) -> f32 {
+// Lanczos on M with full reorthogonalisation (twice), from the start vector at `basis` (in u-perp
+// for mode 2): at most KMAX steps, each basis vector kept at basis + k d. The Ritz values come
+// from the tridiagonal matrix by Sturm bisection; every invocation holds the same coefficients
+// (they come out of the reductions), so every invocation computes the same values.
+// Returns (top Ritz value, second Ritz value or 0).
+const KMAX: u32 = 32u;
+fn lanczos(b: u32, tid: u32, mode: u32, basis: u32, tmp: u32, s2: f32, t: f32, vu: u32, vw: u32) -> vec2<f32> {
     let d = p.d;
-    var lam = 0.0;
-    let nv = sqrt(dotv(tid, v0, v0));
-    for (var j = tid; j < d; j += WG) { if (nv > 0.0) { vecs[v0 + j] = vecs[v0 + j] / nv; } }
+    var alpha: array<f32, 32>;
+    var beta: array<f32, 32>;
+    let nv = sqrt(dotv(tid, basis, basis));
+    for (var j = tid; j < d; j += WG) { if (nv > 0.0) { vecs[basis + j] = vecs[basis + j] / nv; } }
     storageBarrier();
     workgroupBarrier();
-    for (var it = 0u; it < 1000u; it++) {
-        apply(b, tid, mode, v0, tmp, s2, t, vu, vw);
-        if (use_orth) {
-            let c = dotv(tid, orth, tmp);
-            for (var j = tid; j < d; j += WG) { vecs[tmp + j] -= c * vecs[orth + j]; }
-            storageBarrier();
-            workgroupBarrier();
+    var steps = 0u;
+    var scale = 0.0;
+    let kmax = min(KMAX, d);
+    for (var k = 0u; k < kmax; k++) {
+        let vk = basis + k * d;
+        apply(b, tid, mode, vk, tmp, s2, t, vu, vw);
+        alpha[k] = dotv(tid, vk, tmp);
+        for (var rep = 0u; rep < 2u; rep++) {
+            for (var i = 0u; i <= k; i++) {
+                let c = dotv(tid, basis + i * d, tmp);
+                for (var j = tid; j < d; j += WG) { vecs[tmp + j] -= c * vecs[basis + i * d + j]; }
+                storageBarrier();
+                workgroupBarrier();
+            }
         }
-        let next = dotv(tid, v0, tmp);
-        let nrm = sqrt(dotv(tid, tmp, tmp));
-        for (var j = tid; j < d; j += WG) { if (nrm > 0.0) { vecs[v0 + j] = vecs[tmp + j] / nrm; } }
+        steps = k + 1u;
+        scale = max(scale, abs(alpha[k]) + select(0.0, beta[max(k, 1u) - 1u], k > 0u));
+        let bk = sqrt(dotv(tid, tmp, tmp));
+        beta[k] = bk;
+        if (bk <= 1e-6 * scale || k + 1u == kmax) { break; }
+        for (var j = tid; j < d; j += WG) { vecs[basis + (k + 1u) * d + j] = vecs[tmp + j] / bk; }
         storageBarrier();
-        if (tid == 0u) {
-            flag = 0u;
-            if (abs(next - lam) <= 2e-7 * abs(next) || nrm == 0.0) { flag = 1u; }
-        }
-        lam = next;
-        if (workgroupUniformLoad(&flag) == 1u) { break; }
+        workgroupBarrier();
     }
-    return lam;
+    // The two largest eigenvalues of the steps x steps tridiagonal matrix (Sturm bisection).
+    var lo = 0.0;
+    var hi = 0.0;
+    for (var i = 0u; i < steps; i++) {
+        var off = 0.0;
+        if (i > 0u) { off += abs(beta[i - 1u]); }
+        if (i + 1u < steps) { off += abs(beta[i]); }
+        if (i == 0u) { lo = alpha[i] - off; hi = alpha[i] + off; }
+        lo = min(lo, alpha[i] - off);
+        hi = max(hi, alpha[i] + off);
+    }
+    var out = vec2<f32>(0.0, 0.0);
+    for (var which = 1u; which <= min(2u, steps); which++) {
+        var a = lo;
+        var z = hi;
+        for (var it = 0u; it < 64u; it++) {
+            let mid = 0.5 * (a + z);
+            // Number of eigenvalues above mid.
+            var above = 0u;
+            var q = 1.0;
+            for (var i = 0u; i < steps; i++) {
+                var off2 = 0.0;
+                if (i > 0u) { off2 = beta[i - 1u] * beta[i - 1u]; }
+                q = alpha[i] - mid - off2 / q;
+                if (q == 0.0) { q = 1e-30; }
+                if (q > 0.0) { above++; }
+            }
+            if (above >= which) { a = mid; } else { z = mid; }
+        }
+        out[which - 1u] = 0.5 * (a + z);
+    }
+    return out;
 }
 
 fn start_vector(tid: u32, at: u32) {
@@ -201,31 +242,26 @@ fn metrics(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     if (p.has_attn == 1u) { for (var i = tid; i < n; i += WG) { pent += ent[b * n + i]; } }
     let ent_sum = reduce_sum(tid, pent);
 
-    // Spectra. Vectors: v1 at 0, tmp at d, v2 at 2d, u at 3d, w at 4d.
-    let vb = b * 5u * d;
-    let v1 = vb; let tmp = vb + d; let v2 = vb + 2u * d; let vu = vb + 3u * d; let vw = vb + 4u * d;
+    // Spectra. Vectors: u at 0, w at d, tmp at 2d, the Lanczos basis from 3d (KMAX vectors).
+    let vb = b * (KMAX + 3u) * d;
+    let vu = vb; let vw = vb + d; let tmp = vb + 2u * d; let basis = vb + 3u * d;
     var lam_g = 0.0;
     var lam_c = 0.0;
     var lsig2 = NEG;
     var lscale = 0.0;
     let live = agree(tid, !is_neg(g));
+    var top_g = vec2<f32>(0.0, 0.0);
     if (live) {
-        start_vector(tid, vw);
-        start_vector(tid, v1);
-        lam_g = power(b, tid, 1u, v1, tmp, s2, 0.0, vu, vw, v1, false);
+        start_vector(tid, basis);
+        top_g = lanczos(b, tid, 1u, basis, tmp, s2, 0.0, vu, vw);
+        lam_g = top_g.x;
     }
     if (agree(tid, live && !is_neg(l))) {
-        start_vector(tid, v2);
-        lam_c = power(b, tid, 0u, v2, tmp, 0.0, 0.0, vu, vw, v1, false);
+        start_vector(tid, basis);
+        lam_c = lanczos(b, tid, 0u, basis, tmp, 0.0, 0.0, vu, vw).x;
         if (agree(tid, s2 > m2 / 4.0 || m2 == 0.0)) {
-            // Direct: the second eigenvalue of G by deflation.
-            start_vector(tid, v2);
-            let c = dotv(tid, v1, v2);
-            for (var j = tid; j < d; j += WG) { vecs[v2 + j] -= c * vecs[v1 + j]; }
-            storageBarrier();
-            workgroupBarrier();
-            let lam2 = power(b, tid, 1u, v2, tmp, s2, 0.0, vu, vw, v1, true);
-            lsig2 = ln_or_neg(lam2);
+            // Direct: the second eigenvalue of G.
+            lsig2 = ln_or_neg(top_g.y);
             lscale = log(nf * (m2 + s2));
         } else {
             // The mean dominates: lambda_2(G) = s^2 x, x the top eigenvalue of
@@ -241,14 +277,18 @@ fn metrics(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
             workgroupBarrier();
             let q = exp_or_zero(2.0 * l - log(nf * m2));
             var xv = 0.0;
-            for (var outer = 0u; outer < 4u; outer++) {
+            // The fixed point x = top eigenvalue at t(x), to convergence as on the CPU.
+            for (var outer = 0u; outer < 20u; outer++) {
                 let t = q / (1.0 + q * (ucu - xv));
-                start_vector(tid, v2);
-                let c = dotv(tid, vu, v2);
-                for (var j = tid; j < d; j += WG) { vecs[v2 + j] -= c * vecs[vu + j]; }
+                start_vector(tid, basis);
+                let c = dotv(tid, vu, basis);
+                for (var j = tid; j < d; j += WG) { vecs[basis + j] -= c * vecs[vu + j]; }
                 storageBarrier();
                 workgroupBarrier();
-                xv = power(b, tid, 2u, v2, tmp, 0.0, t, vu, vw, v1, false);
+                let next = lanczos(b, tid, 2u, basis, tmp, 0.0, t, vu, vw).x;
+                let done = abs(next - xv) <= 1e-6 * abs(next);
+                xv = next;
+                if (agree(tid, done)) { break; }
             }
             lsig2 = 2.0 * l + ln_or_neg(xv);
             if (xv <= 0.0) { lsig2 = NEG; }

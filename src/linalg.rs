@@ -5,7 +5,7 @@
 
 /// All eigenvalues of the symmetric `n x n` matrix `a` (row-major), largest first, by cyclic
 /// Jacobi rotations (accurate to a few ulps of the largest eigenvalue).
-#[cfg(test)]
+#[doc(hidden)]
 pub fn symmetric_eigenvalues(mut a: Vec<f64>, n: usize) -> Vec<f64> {
     assert_eq!(a.len(), n * n);
     for _sweep in 0..64 {

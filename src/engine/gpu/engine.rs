@@ -7,6 +7,7 @@
 use super::GpuContext;
 use crate::config::{Activation, Attention, Config, Input, Mask, Mlp, Norm, NormKind, Weights};
 use crate::metrics::LayerMetrics;
+use crate::model::state::Tracked;
 use crate::model::{weight_matrix, weight_sequence};
 use crate::rng::{GaussianBlock, Purpose, Stream};
 use std::collections::HashMap;
@@ -17,6 +18,8 @@ const RAW: usize = 16;
 /// Smallest sigma_2 / sigma_1 the GPU engine reports: power iteration in f32 resolves
 /// lambda_2 to about eps_f32 lambda_1, i.e. three digits of sigma_2 / sigma_1 at 1e-2.
 pub const GPU_SIGMA_RATIO_FLOOR: f64 = 1e-2;
+/// Lanczos steps of the metrics kernel (KMAX in shaders/metrics.wgsl).
+const LANCZOS_STEPS: usize = 32;
 
 /// The compiled kernels.
 pub struct Kernels {
@@ -116,9 +119,10 @@ pub fn bytes_per_sequence(cfg: &Config) -> (usize, usize) {
         + widest
         + 3 * n
         + d * d
-        + 5 * d
+        + (LANCZOS_STEPS + 3) * d
         + per_w;
-    (floats * 4, n * widest.max(d * d / n + 1) * 4)
+    let biggest = (n * widest).max(d * d).max((LANCZOS_STEPS + 3) * d);
+    (floats * 4, biggest * 4)
 }
 
 fn weight_floats(cfg: &Config) -> usize {
@@ -572,14 +576,14 @@ struct Bufs {
     k: wgpu::Buffer,
 }
 
-/// Runs sequences [first, first + batch) and returns their raw read-back values.
-fn run_chunk(
-    ctx: &GpuContext,
-    k: &Kernels,
-    cfg: &Config,
+/// A chunk of sequences [first, first + batch) and its work buffers.
+fn new_chunk<'a>(
+    ctx: &'a GpuContext,
+    k: &'a Kernels,
+    cfg: &'a Config,
     first: usize,
     batch: usize,
-) -> anyhow::Result<Vec<f32>> {
+) -> (Chunk<'a>, Bufs) {
     let n = cfg.tokens;
     let d = cfg.width;
     let (r, dv, heads) = (cfg.head_rank(), cfg.value_dim(), cfg.heads);
@@ -587,7 +591,7 @@ fn run_chunk(
     let widest = d.max(heads * dv).max(hidden);
     let ps = 2 + heads.max(1);
     let tiles = n.div_ceil(64);
-    let mut c = Chunk {
+    let c = Chunk {
         ctx,
         k,
         cfg,
@@ -602,7 +606,7 @@ fn run_chunk(
         hs: storage(ctx, "head scalars", batch * 8),
         ent: storage(ctx, "entropy", batch * n),
         cmat: storage(ctx, "gram", batch * d * d),
-        vecs: storage(ctx, "vectors", batch * 5 * d),
+        vecs: storage(ctx, "vectors", batch * (LANCZOS_STEPS + 3) * d),
         cparts: storage(ctx, "cosines", batch * tiles),
         raw: storage(ctx, "raw", batch * (cfg.depth + 1) * RAW),
         tiles,
@@ -619,6 +623,19 @@ fn run_chunk(
         q: storage(ctx, "queries", batch * (n + 1) * r),
         k: storage(ctx, "keys", batch * (n + 1) * r),
     };
+    (c, b)
+}
+
+/// Runs sequences [first, first + batch) and returns their raw read-back values.
+fn run_chunk(
+    ctx: &GpuContext,
+    k: &Kernels,
+    cfg: &Config,
+    first: usize,
+    batch: usize,
+) -> anyhow::Result<Vec<f32>> {
+    let (mut c, b) = new_chunk(ctx, k, cfg, first, batch);
+    let hidden = cfg.mlp_hidden();
     c.inputs(&b.x);
     c.metrics(&b.x, 0, false);
     c.flush();
@@ -693,6 +710,104 @@ pub fn simulate(ctx: &GpuContext, cfg: &Config, chunk: usize) -> anyhow::Result<
         first += batch;
     }
     Ok(out)
+}
+
+/// One part of a layer, applied on its own by [`apply_part`] (the kernel families against their
+/// CPU twins in the tests).
+#[derive(Clone, Copy, Debug)]
+pub enum Part<'a> {
+    Attention,
+    Norm,
+    Mlp,
+    /// The skip connection a x + b f, with f per sequence.
+    Skip(&'a [Tracked<f64>]),
+}
+
+/// Writes the states (entry b into sequence b of the chunk) into `st`.
+fn upload(ctx: &GpuContext, st: &St, xs: &[Tracked<f64>]) {
+    let mut data = Vec::new();
+    let mut scal = Vec::new();
+    for x in xs {
+        data.extend(x.res.iter().map(|v| *v as f32));
+        data.extend(x.mean.iter().map(|v| *v as f32));
+        scal.extend([to_sentinel(x.log_scale), to_sentinel(x.log_res), 0.0, 0.0]);
+    }
+    ctx.queue.write_buffer(&st.data, 0, bytemuck::cast_slice(&data));
+    ctx.queue.write_buffer(&st.scal, 0, bytemuck::cast_slice(&scal));
+}
+
+/// Applies one part of layer `layer` to the given states (entry b is sequence b of `cfg`) on the
+/// GPU, and returns the composed results.
+pub fn apply_part(
+    ctx: &GpuContext,
+    cfg: &Config,
+    layer: usize,
+    part: Part,
+    states: &[Tracked<f64>],
+) -> anyhow::Result<Vec<Tracked<f64>>> {
+    let kernels = Kernels::new(ctx)?;
+    let (mut c, b) = new_chunk(ctx, &kernels, cfg, 0, states.len());
+    upload(ctx, &b.x, states);
+    let out = match part {
+        Part::Attention => {
+            c.attention(&b.x, &b.f, &b, layer);
+            &b.f
+        }
+        Part::Norm => {
+            c.normalise(&b.x, &b.f);
+            &b.f
+        }
+        Part::Mlp => {
+            c.mlp(&b.x, &b.f, &b, layer);
+            &b.f
+        }
+        Part::Skip(fs) => {
+            upload(ctx, &b.f, fs);
+            c.skip(&b.x, &b.f, &b.s);
+            &b.s
+        }
+    };
+    c.flush();
+    let (n, w) = (c.n, out.w);
+    let data = ctx.read_back::<f32>(&out.data, (states.len() * (n + 1) * w * 4) as u64)?;
+    let scal = ctx.read_back::<f32>(&out.scal, (states.len() * 16) as u64)?;
+    Ok((0..states.len())
+        .map(|s| {
+            let rows = &data[s * (n + 1) * w..(s + 1) * (n + 1) * w];
+            Tracked {
+                log_scale: from_sentinel(scal[4 * s]),
+                log_res: from_sentinel(scal[4 * s + 1]),
+                res: ndarray::Array2::from_shape_fn((n, w), |(i, j)| f64::from(rows[i * w + j])),
+                mean: ndarray::Array1::from_shape_fn(w, |j| f64::from(rows[n * w + j])),
+            }
+        })
+        .collect())
+}
+
+/// The metrics kernel on the given states (the twin of `metrics::layer_metrics`).
+pub fn metrics_of(
+    ctx: &GpuContext,
+    cfg: &Config,
+    states: &[Tracked<f64>],
+) -> anyhow::Result<Vec<LayerMetrics>> {
+    let kernels = Kernels::new(ctx)?;
+    let (mut c, b) = new_chunk(ctx, &kernels, cfg, 0, states.len());
+    upload(ctx, &b.x, states);
+    c.metrics(&b.x, 0, false);
+    c.flush();
+    let layers = cfg.depth + 1;
+    let raw = ctx.read_back::<f32>(&c.raw, (states.len() * layers * RAW * 4) as u64)?;
+    Ok((0..states.len())
+        .map(|s| layer_metrics_from_raw(&raw[s * layers * RAW..][..RAW], cfg.tokens, false))
+        .collect())
+}
+
+fn to_sentinel(x: f64) -> f32 {
+    if x == f64::NEG_INFINITY {
+        -1e30
+    } else {
+        x as f32
+    }
 }
 
 fn from_sentinel(x: f32) -> f64 {
