@@ -27,6 +27,26 @@ pub enum Command {
     Plot(PlotArgs),
     /// List the GPU adapters (index, name, backend, type, driver, limits); WGPU_BACKEND applies.
     Devices,
+    /// Reproduce a paper's results: run its preset experiments, write figures and a report.
+    Reproduce(ReproduceArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReproduceArgs {
+    /// dong2021 | wu2024 | naderi2024 | amsel2024 | all.
+    pub paper: String,
+    /// Results directory: <paper>/report.md, <paper>/*.svg and *.png, README.md (all reports).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Small sizes that run in a couple of minutes on a CPU.
+    #[arg(long)]
+    pub quick: bool,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// CPU worker threads, 0 = all cores.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(Subcommand, Debug)]

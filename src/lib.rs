@@ -10,5 +10,6 @@ pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod plot;
+pub mod reproduce;
 pub mod rng;
 pub mod sweep;

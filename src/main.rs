@@ -19,6 +19,7 @@ fn main() {
             );
             Ok(0)
         }
+        Command::Reproduce(args) => reproduce(&args),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -157,6 +158,16 @@ fn default_plot(dir: &std::path::Path) {
         Ok((svg, png)) => eprintln!("[rankcollapse] plot: {} {}", svg.display(), png.display()),
         Err(e) => eprintln!("warning: no default plot: {e:#}"),
     }
+}
+
+/// `rankcollapse reproduce`: the presets of one paper or all.
+fn reproduce(args: &rankcollapse::cli::ReproduceArgs) -> anyhow::Result<i32> {
+    use rankcollapse::reproduce as rp;
+    let papers = rp::parse_papers(&args.paper)?;
+    let opts = rp::Options { quick: args.quick, seed: args.seed, threads: args.threads };
+    rp::reproduce(&papers, &args.out, &opts)?;
+    println!("{}", args.out.join("README.md").display());
+    Ok(0)
 }
 
 /// `rankcollapse plot`: the input may be a run or sweep directory, or a CSV file.

@@ -7,4 +7,5 @@ mod plot;
 mod precision;
 mod properties;
 mod reference;
+mod reproduce;
 mod sweep;
