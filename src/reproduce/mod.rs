@@ -10,6 +10,7 @@ pub mod naderi;
 pub mod wu;
 
 use crate::config::Config;
+use crate::metrics::Summary;
 use crate::{engine, output};
 use anyhow::{anyhow, Context};
 use figure::Figure;
@@ -220,6 +221,15 @@ pub fn base_config(opts: &Options) -> Config {
 
 /// Per-layer means over sequences of each of `metrics` (layer 0 = input), from one engine run.
 pub fn layer_means(cfg: &Config, metrics: &[&str]) -> anyhow::Result<Vec<Vec<f64>>> {
+    layer_stats(cfg, metrics, |s| s.mean)
+}
+
+/// Per-layer statistics over sequences (`pick`: mean, median, ...) of each of `metrics`.
+pub fn layer_stats(
+    cfg: &Config,
+    metrics: &[&str],
+    pick: fn(&Summary) -> f64,
+) -> anyhow::Result<Vec<Vec<f64>>> {
     cfg.validate()?;
     let out = engine::run(cfg)?;
     let stats = output::summaries(&out);
@@ -228,7 +238,7 @@ pub fn layer_means(cfg: &Config, metrics: &[&str]) -> anyhow::Result<Vec<Vec<f64
         .map(|m| {
             stats
                 .iter()
-                .map(|layer| layer.iter().find(|(n, _)| n == m).map_or(f64::NAN, |(_, s)| s.mean))
+                .map(|layer| layer.iter().find(|(n, _)| n == m).map_or(f64::NAN, |(_, s)| pick(s)))
                 .collect()
         })
         .collect())

@@ -2,7 +2,7 @@
 //! value ~1 and a bulk ~2/sqrt(n); rank collapse in width; the fix A - 11^T/n.
 
 use super::figure::{Figure, Series};
-use super::{base_config, by_layer, fmt, fmt_list, layer_means, Claim, Options, Report};
+use super::{base_config, by_layer, fmt, fmt_list, layer_means, layer_stats, Claim, Options, Report};
 use crate::config::{Attention, Config, Input, Norm, NormKind, Skip, Weights};
 use std::path::Path;
 
@@ -11,9 +11,10 @@ pub fn spectrum_config(opts: &Options, attention: Attention, n: usize, sequences
     Config { tokens: n, width: n, depth: 1, attention, sequences, spectrum_every: 1, ..base_config(opts) }
 }
 
-/// (sigma_1, sigma_2 sqrt(n)) of the attention matrix after one layer, means over sequences.
+/// (sigma_1, sigma_2 sqrt(n)) of the attention matrix after one layer, medians over sequences
+/// (key-query attention at large n has the odd sequence with a much larger sigma_2).
 pub fn attention_spectrum(cfg: &Config) -> anyhow::Result<(f64, f64)> {
-    let m = layer_means(cfg, &["attn_sigma1", "attn_sigma2"])?;
+    let m = layer_stats(cfg, &["attn_sigma1", "attn_sigma2"], |s| s.median)?;
     Ok((m[0][1], m[1][1] * (cfg.tokens as f64).sqrt()))
 }
 
@@ -67,7 +68,7 @@ pub fn reproduce(dir: &Path, opts: &Options, report: &mut Report) -> anyhow::Res
         "Setup, spectra: one layer, d = n, gaussian inputs, n in {ns:?}, {sequences} sequences, seed {}. Random \
          Markov attention (`--attention markov`): logits iid N(-ln2/2, ln2), row softmax. Key-query attention: \
          softmax(X W_Q W_K^T X^T / sqrt(d)), W_Q, W_K gaussian with std 1/sqrt(d). sigma_1, sigma_2 of A by \
-         Lanczos (`--spectrum-every 1`: attn_sigma1, attn_sigma2).",
+         Lanczos (`--spectrum-every 1`: attn_sigma1, attn_sigma2), medians over sequences.",
         opts.seed
     ));
     let mut s1 = Vec::new();
