@@ -96,6 +96,83 @@ fn base_logit(b: u32, i: u32, j: u32, fa: f32) -> f32 {
     return 0.0;
 }
 
+// tau <q_i, k_j>.
+fn b_score(qbase: u32, i: u32, j: u32) -> f32 {
+    var acc = 0.0;
+    for (var t = 0u; t < p.r; t++) { acc += qb[qbase + i * p.r + t] * kb[qbase + j * p.r + t]; }
+    return p.tau * acc;
+}
+
+// z_ij - z_ik of the softmax scores, formed from differences (no cancellation of large scores).
+fn score_diff(b: u32, i: u32, j: u32, k: u32, fa: f32, fb: f32) -> f32 {
+    let qbase = b * (p.n + 1u) * p.r;
+    var acc = 0.0;
+    for (var t = 0u; t < p.r; t++) {
+        acc += qb[qbase + i * p.r + t] * (kb[qbase + j * p.r + t] - kb[qbase + k * p.r + t]);
+    }
+    return fa * (abuf[b * p.n + j] - abuf[b * p.n + k]) + fb * p.tau * acc;
+}
+
+// Where abuf keeps, after the scores a_j of every sequence, (k_i, mu_i) of every row.
+fn row_slot(b: u32, i: u32) -> u32 { return p.batch * p.n + (b * p.n + i) * 2u; }
+
+// Argmax regime, first pass: per row i, the key k_i of its largest score and mu_i, the largest
+// score of the other keys relative to it (the log of the row's largest off-argmax weight).
+@compute @workgroup_size(64)
+fn argmax_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let b = gid.z;
+    if (i >= p.n || !(p.kind == 0u && hs[b * 8u + 3u] > 0.5)) { return; }
+    let fa = hs[b * 8u];
+    let fb = hs[b * 8u + 1u];
+    let qbase = b * (p.n + 1u) * p.r;
+    let range = key_range(i);
+    var big = NEG;
+    var k = range.x;
+    for (var j = range.x; j < range.y; j++) {
+        let z = fa * abuf[b * p.n + j] + fb * b_score(qbase, i, j);
+        if (z > big) { big = z; k = j; }
+    }
+    var mu = NEG;
+    for (var j = range.x; j < range.y; j++) {
+        if (j != k) { mu = max(mu, score_diff(b, i, j, k, fa, fb)); }
+    }
+    abuf[row_slot(b, i)] = f32(k);
+    abuf[row_slot(b, i) + 1u] = mu;
+}
+
+// Argmax regime, second pass (one workgroup per sequence): when every row picks the same key k,
+// hs[8 b + 6] = k and hs[8 b + 7] = max_i mu_i (the reference e_k of DESIGN.md: A = 1 e_k^T + D),
+// otherwise hs[8 b + 6] = -1.
+@compute @workgroup_size(256)
+fn onehot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let b = wg.x;
+    let tid = lid.x;
+    let live = p.kind == 0u && hs[b * 8u + 3u] > 0.5;
+    var kmin = 3.0e38;
+    var kmax = -1.0;
+    var mu = NEG;
+    if (live) {
+        for (var i = tid; i < p.n; i += WG) {
+            let k = abuf[row_slot(b, i)];
+            kmin = min(kmin, k);
+            kmax = max(kmax, k);
+            mu = max(mu, abuf[row_slot(b, i) + 1u]);
+        }
+    }
+    let lo = -reduce_max(tid, -kmin);
+    let hi = reduce_max(tid, kmax);
+    let top = reduce_max(tid, mu);
+    if (tid == 0u) {
+        if (live && lo == hi) {
+            hs[b * 8u + 6u] = lo;
+            hs[b * 8u + 7u] = top;
+        } else {
+            hs[b * 8u + 6u] = -1.0;
+        }
+    }
+}
+
 // One query row i, value columns [c0, c0 + DC), of head `head` of sequence b.
 @compute @workgroup_size(64)
 fn attend(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -129,8 +206,38 @@ fn attend(@builtin(global_invocation_id) gid: vec3<u32>) {
 
     if (p.kind == 3u) {
         for (var c = 0u; c < ncols; c++) { out[c] = vb[vbase + i * dv + c0 + c]; }
+    } else if (argmax && hs[b * 8u + 6u] >= 0.0) {
+        // Every row picks key k: A_i = e_k + D_i, and the e_k part is one row for every query
+        // (it goes to the mean). The rest, sum_{j != k} w_j (v_j - v_k) / sum_j w_j with
+        // w_j = e^{z_ij - z_ik}, is the residual at the log scale l + mu (mu = hs[8 b + 7], the
+        // largest off-argmax log weight of any row), however far below the float range.
+        let k = u32(hs[b * 8u + 6u]);
+        let mu = hs[b * 8u + 7u];
+        var z_sum = 1.0;
+        var t_sum = 0.0;
+        var acc: array<f32, 16>;
+        for (var j = range.x; j < range.y; j++) {
+            if (j == k) { continue; }
+            let dz = score_diff(b, i, j, k, fa, fb);
+            let w = exp(dz);
+            z_sum += w;
+            t_sum += w * dz;
+            let ws = exp_or_zero(dz - mu);
+            for (var c = 0u; c < ncols; c++) {
+                acc[c] += ws * (vb[vbase + j * dv + c0 + c] - vb[vbase + k * dv + c0 + c]);
+            }
+        }
+        for (var c = 0u; c < ncols; c++) {
+            out[c] = acc[c] / z_sum;
+            pconst[c] = vb[vbase + k * dv + c0 + c];
+        }
+        entropy = log(z_sum) - t_sum / z_sum;
+        rowconst = true;
+        lr = NEG;
+        if (!is_neg(mu)) { lr = l + mu; }
     } else if (argmax) {
-        // Online softmax relative to the running argmax k: acc = sum_j w_j (v_j - v_k).
+        // Rows pick different keys. Online softmax relative to the running argmax k:
+        // acc = sum_j w_j (v_j - v_k), the output stored as it is, at the scale l.
         var big = NEG;
         var k = range.x;
         var z_sum = 0.0;
@@ -162,9 +269,16 @@ fn attend(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var c = 0u; c < ncols; c++) { out[c] = vb[vbase + k * dv + c0 + c] + acc[c] / z_sum; }
         entropy = log(z_sum) - t_sum / z_sum;
     } else {
-        // Split regime (also the fixed matrices: Markov, uniform).
+        // Split regime (also the fixed matrices: Markov, uniform). Sums are taken relative to
+        // the key kr of the row's largest p: with de_j = e_j - e_kr and dv_j = v_j - v_kr,
+        // F - S P = sum_j p_j de_j dv_j - (sum_j p_j de_j)(sum_j p_j dv_j), so a peaked p
+        // (every term near key kr) costs no cancellation.
         var big = NEG;
-        for (var j = range.x; j < range.y; j++) { big = max(big, base_logit(b, i, j, fa)); }
+        var kr = range.x;
+        for (var j = range.x; j < range.y; j++) {
+            let z = base_logit(b, i, j, fa);
+            if (z > big) { big = z; kr = j; }
+        }
         var z_norm = 0.0;
         for (var j = range.x; j < range.y; j++) { z_norm += exp(base_logit(b, i, j, fa) - big); }
         var pacc: array<f32, 16>;
@@ -172,34 +286,52 @@ fn attend(@builtin(global_invocation_id) gid: vec3<u32>) {
         var s_acc = 0.0;
         var zt_sum = 0.0;
         var t_sum = 0.0;
+        var b_k = 0.0;
+        var e_k = 0.0;
+        var grow_k = 1.0;
+        if (has_b) {
+            b_k = b_score(qbase, i, kr);
+            if (linear) { e_k = b_k; } else { e_k = expm1(fb * b_k) / fb; grow_k = exp(fb * b_k); }
+        }
         for (var j = range.x; j < range.y; j++) {
             let zp = base_logit(b, i, j, fa);
             let pj = exp(zp - big) / z_norm;
-            var e = 0.0;
+            var de = 0.0;
             var zt = zp;
-            if (has_b) {
-                var bij = 0.0;
-                for (var t = 0u; t < r; t++) { bij += qb[qbase + i * r + t] * kb[qbase + j * r + t]; }
-                bij = p.tau * bij;
-                if (linear) { e = bij; } else { e = expm1(fb * bij) / fb; }
-                zt = zp + fb * bij;
+            if (has_b && j != kr) {
+                var db = 0.0;
+                for (var t = 0u; t < r; t++) {
+                    db += qb[qbase + i * r + t] * (kb[qbase + j * r + t] - kb[qbase + kr * r + t]);
+                }
+                db = p.tau * db;
+                if (linear) { de = db; } else { de = grow_k * expm1(fb * db) / fb; }
+                zt = zp + fb * (b_k + db);
+            } else if (has_b) {
+                zt = zp + fb * b_k;
             }
             let wt = exp(zt - big);
             zt_sum += wt;
             t_sum += wt * (zt - big);
-            s_acc += pj * e;
-            for (var c = 0u; c < ncols; c++) {
-                let v = vb[vbase + j * dv + c0 + c];
-                pacc[c] += pj * v;
-                facc[c] += pj * e * v;
+            s_acc += pj * de;
+            if (j != kr) {
+                for (var c = 0u; c < ncols; c++) {
+                    let dvj = vb[vbase + j * dv + c0 + c] - vb[vbase + kr * dv + c0 + c];
+                    pacc[c] += pj * dvj;
+                    facc[c] += pj * de * dvj;
+                }
             }
         }
+        for (var c = 0u; c < ncols; c++) {
+            facc[c] -= s_acc * pacc[c];
+            pacc[c] += vb[vbase + kr * dv + c0 + c];
+        }
+        s_acc += e_k;
         entropy = log(zt_sum) - t_sum / zt_sum;
         var u = fb;
         if (linear) { u = 0.0; }
         rowconst = p.rowconst == 1u;
         for (var c = 0u; c < ncols; c++) {
-            let e_row = (facc[c] - s_acc * pacc[c]) / (1.0 + u * s_acc);
+            let e_row = facc[c] / (1.0 + u * s_acc);
             if (rowconst) {
                 out[c] = e_row;
                 pconst[c] = pacc[c];

@@ -117,7 +117,7 @@ pub fn bytes_per_sequence(cfg: &Config) -> (usize, usize) {
         + n * cfg.value_dim()
         + 2 * n * cfg.head_rank()
         + widest
-        + 3 * n
+        + 5 * n
         + d * d
         + (LANCZOS_STEPS + 3) * d
         + per_w;
@@ -447,6 +447,19 @@ impl<'a> Chunk<'a> {
                     &[(1, &b.q), (2, &b.k), (3, &x.scal), (4, &abuf), (5, &hs)],
                     (self.batch as u32, 1, 1),
                 );
+                // Saturated softmax: does every row pick the same key? (Both return at once
+                // outside the argmax regime.)
+                let p = P::default().u(n).u(r).u(dv).u(self.batch).u(mask).u(window).u(kind);
+                let p = p.u(0).u(0).u(0).u(0).f(cfg.temperature());
+                self.dispatch(
+                    "attention",
+                    "argmax_rows",
+                    p,
+                    &[(1, &b.q), (2, &b.k), (4, &abuf), (5, &hs)],
+                    (n.div_ceil(64) as u32, 1, self.batch as u32),
+                );
+                let p = P::default().u(n).u(r).u(dv).u(self.batch).u(mask).u(window).u(kind);
+                self.dispatch("attention", "onehot", p, &[(4, &abuf), (5, &hs)], (self.batch as u32, 1, 1));
             }
             let per_seq = cfg.per_sequence_weights;
             let seq_base = if per_seq { self.first as u32 } else { crate::rng::SHARED_SEQUENCE };
@@ -602,7 +615,7 @@ fn new_chunk<'a>(
         ps,
         pre: storage(ctx, "pre", batch * ps),
         colbuf: storage(ctx, "colbuf", batch * 2 * widest),
-        abuf: storage(ctx, "scores", batch * n),
+        abuf: storage(ctx, "scores", batch * 3 * n),
         hs: storage(ctx, "head scalars", batch * 8),
         ent: storage(ctx, "entropy", batch * n),
         cmat: storage(ctx, "gram", batch * d * d),
@@ -740,13 +753,13 @@ fn upload(ctx: &GpuContext, st: &St, xs: &[Tracked<f64>]) {
 /// GPU, and returns the composed results.
 pub fn apply_part(
     ctx: &GpuContext,
+    kernels: &Kernels,
     cfg: &Config,
     layer: usize,
     part: Part,
     states: &[Tracked<f64>],
 ) -> anyhow::Result<Vec<Tracked<f64>>> {
-    let kernels = Kernels::new(ctx)?;
-    let (mut c, b) = new_chunk(ctx, &kernels, cfg, 0, states.len());
+    let (mut c, b) = new_chunk(ctx, kernels, cfg, 0, states.len());
     upload(ctx, &b.x, states);
     let out = match part {
         Part::Attention => {
@@ -787,11 +800,11 @@ pub fn apply_part(
 /// The metrics kernel on the given states (the twin of `metrics::layer_metrics`).
 pub fn metrics_of(
     ctx: &GpuContext,
+    kernels: &Kernels,
     cfg: &Config,
     states: &[Tracked<f64>],
 ) -> anyhow::Result<Vec<LayerMetrics>> {
-    let kernels = Kernels::new(ctx)?;
-    let (mut c, b) = new_chunk(ctx, &kernels, cfg, 0, states.len());
+    let (mut c, b) = new_chunk(ctx, kernels, cfg, 0, states.len());
     upload(ctx, &b.x, states);
     c.metrics(&b.x, 0, false);
     c.flush();

@@ -36,7 +36,7 @@ pub const SHADERS: &[Shader] = &[
     family!("generate", ["weights", "inputs"]),
     family!("linear", ["matmul", "gram"]),
     family!("state", ["compose", "skip"]),
-    family!("attention", ["prep", "attend"]),
+    family!("attention", ["prep", "argmax_rows", "onehot", "attend"]),
     family!("norm", ["normalise"]),
     family!("activation", ["activate"]),
     family!("metrics", ["cosines", "metrics"]),
