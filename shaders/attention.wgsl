@@ -367,3 +367,40 @@ fn attend(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
 }
+
+@group(0) @binding(10) var<storage, read_write> amat: array<f32>;
+
+// The dense attention matrix of this head, amat[b n^2 + i n + j], for the layers whose spectrum
+// is requested (plain f32 softmax: its entries, not the collapse, are what the spectrum needs).
+@compute @workgroup_size(64)
+fn dense(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let b = gid.z;
+    let n = p.n;
+    if (i >= n) { return; }
+    let fa = hs[b * 8u];
+    let fb = hs[b * 8u + 1u];
+    let has_b = p.kind == 0u && !is_neg(scal[b * 4u + 1u]);
+    let qbase = b * (n + 1u) * p.r;
+    let range = key_range(i);
+    let row = b * n * n + i * n;
+    for (var j = 0u; j < n; j++) { amat[row + j] = 0.0; }
+    if (p.kind == 3u) {
+        amat[row + i] = 1.0;
+        return;
+    }
+    var big = NEG;
+    for (var j = range.x; j < range.y; j++) {
+        var z = base_logit(b, i, j, fa);
+        if (has_b) { z += fb * b_score(qbase, i, j); }
+        amat[row + j] = z;
+        big = max(big, z);
+    }
+    var total = 0.0;
+    for (var j = range.x; j < range.y; j++) {
+        let w = exp(amat[row + j] - big);
+        amat[row + j] = w;
+        total += w;
+    }
+    for (var j = range.x; j < range.y; j++) { amat[row + j] = amat[row + j] / total; }
+}

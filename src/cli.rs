@@ -243,6 +243,17 @@ pub struct RunArgs {
     /// CPU worker threads, 0 = all cores [default: 0].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// GPU adapter: index or name substring from `rankcollapse devices` [default: WGPU_ADAPTER_NAME,
+    /// else the first hardware adapter, else the first].
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Device memory the GPU engine may use per chunk of sequences, MiB [default: 1024].
+    #[arg(long)]
+    pub gpu_memory_mb: Option<usize>,
+    /// Sequences per GPU chunk, 0 = as many as fit the memory budget and binding limit [default: 0].
+    /// Results do not depend on it.
+    #[arg(long)]
+    pub chunk: Option<usize>,
     /// Directory for layers.csv and manifest.json (created if missing).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -292,8 +303,13 @@ impl RunArgs {
             engine,
             precision,
             spectrum_every,
-            threads
+            threads,
+            gpu_memory_mb,
+            chunk
         );
+        if self.adapter.is_some() {
+            c.adapter.clone_from(&self.adapter);
+        }
         if self.head_rank.is_some() {
             c.head_rank = self.head_rank;
         }

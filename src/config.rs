@@ -486,6 +486,24 @@ pub struct Config {
     pub spectrum_every: usize,
     /// Worker threads of the CPU engine (0: all cores).
     pub threads: usize,
+    /// GPU adapter: index or name substring (see `rankcollapse devices`); default: the
+    /// WGPU_ADAPTER_NAME variable, else the first hardware adapter, else the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    /// Device memory the GPU engine may use for one chunk of sequences, in MiB.
+    #[serde(skip_serializing_if = "is_default_gpu_memory")]
+    pub gpu_memory_mb: usize,
+    /// Sequences per GPU chunk (0: as many as fit the memory budget and the binding limit).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub chunk: usize,
+}
+
+const DEFAULT_GPU_MEMORY_MB: usize = 1024;
+fn is_default_gpu_memory(v: &usize) -> bool {
+    *v == DEFAULT_GPU_MEMORY_MB
+}
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl Default for Config {
@@ -520,6 +538,9 @@ impl Default for Config {
             precision: Precision::F64,
             spectrum_every: 1,
             threads: 0,
+            adapter: None,
+            gpu_memory_mb: DEFAULT_GPU_MEMORY_MB,
+            chunk: 0,
         }
     }
 }
@@ -545,6 +566,13 @@ impl Config {
             Mlp::Hidden(_, k) => (k * self.width as f64).round() as usize,
         }
     }
+    /// The configuration without the settings that only say how to run it (threads, adapter,
+    /// GPU memory, chunk), none of which changes a result on a given engine: what sweep point ids
+    /// and derived seeds are computed from.
+    pub fn without_execution_settings(&self) -> Config {
+        Config { threads: 0, adapter: None, gpu_memory_mb: DEFAULT_GPU_MEMORY_MB, chunk: 0, ..self.clone() }
+    }
+
     /// Whether the attention spectrum is computed after layer `layer` (1-based).
     pub fn spectrum_at(&self, layer: usize) -> bool {
         self.spectrum_every > 0 && layer % self.spectrum_every == 0
@@ -652,24 +680,16 @@ impl Config {
             self.check_weights("mlp_weights", self.mlp_weights, d, h, false)?;
             self.check_weights("mlp_weights", self.mlp_weights, h, d, false)?;
         }
-        if self.engine == Engine::Gpu {
-            if std::env::var_os("RANKCOLLAPSE_EXPERIMENTAL_GPU").is_none() {
+        if self.gpu_memory_mb == 0 {
+            return Err(bad("gpu_memory_mb", self.gpu_memory_mb, "a positive number of MiB"));
+        }
+        if let Some(a) = &self.adapter {
+            if a.trim().is_empty() {
                 return Err(bad(
-                    "engine",
-                    self.engine,
-                    "cpu or auto: the GPU engine is experimental (it does not yet match the CPU engine \
-                     to f32 accuracy); set RANKCOLLAPSE_EXPERIMENTAL_GPU=1 to use it anyway",
+                    "adapter",
+                    "\"\"",
+                    "an adapter index or a name substring (see rankcollapse devices)",
                 ));
-            }
-            if self.spectrum_every != 0 {
-                return Err(bad(
-                    "spectrum_every",
-                    self.spectrum_every,
-                    "0 with --engine gpu (the attention spectrum is not on the GPU yet)",
-                ));
-            }
-            if self.attention == Attention::Markov && self.tokens > 65535 {
-                return Err(bad("tokens", self.tokens, "at most 65535 for markov attention on the GPU"));
             }
         }
         Ok(())

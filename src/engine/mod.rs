@@ -1,5 +1,5 @@
-//! Engines: who runs the model. Only the CPU engine exists in this build; `auto` resolves to it
-//! and says why.
+//! Engines: who runs the model, the CPU engine (f64/f32) or the GPU engine (f32); `auto` picks
+//! one and says why.
 
 pub mod cpu;
 pub mod gpu;
@@ -21,39 +21,56 @@ pub struct RunOutput {
     pub threads: usize,
 }
 
-/// Runs the configuration on the engine it asks for.
+/// Runs the configuration on the engine it asks for; `auto` takes the GPU engine on a hardware
+/// adapter (or on the one `--adapter` names) and the CPU engine otherwise, and says why.
 pub fn run(cfg: &Config) -> anyhow::Result<RunOutput> {
-    let reason = match cfg.engine {
-        Engine::Cpu => "requested with --engine cpu".to_string(),
+    match cfg.engine {
+        Engine::Cpu => cpu::run(cfg, "requested with --engine cpu".to_string()),
+        Engine::Gpu => gpu_run(cfg, "requested with --engine gpu"),
         Engine::Auto => {
-            "auto: the GPU engine is not yet complete (issue 4), using the CPU engine".to_string()
+            if let Some(why) = gpu::engine::unsupported(cfg) {
+                return cpu::run(cfg, format!("auto: {why}, using the CPU engine"));
+            }
+            let chosen = cfg.adapter.is_some() || std::env::var_os("WGPU_ADAPTER_NAME").is_some();
+            let list = gpu::adapters();
+            match list.iter().find(|a| gpu::is_hardware(&a.info)) {
+                _ if chosen => gpu_run(cfg, "auto: the adapter was chosen (--adapter / WGPU_ADAPTER_NAME)"),
+                Some(a) => {
+                    let why = format!("auto: hardware adapter {} ({:?})", a.info.name, a.info.device_type);
+                    gpu_run(cfg, &why)
+                }
+                None => {
+                    let seen: Vec<String> =
+                        list.iter().map(|a| format!("{} ({:?})", a.info.name, a.info.device_type)).collect();
+                    let seen = if seen.is_empty() { "none".to_string() } else { seen.join(", ") };
+                    cpu::run(
+                        cfg,
+                        format!("auto: no hardware GPU adapter (adapters: {seen}), using the CPU engine"),
+                    )
+                }
+            }
         }
-        Engine::Gpu => return gpu_run(cfg),
-    };
-    cpu::run(cfg, reason)
+    }
 }
 
-/// The GPU engine on the adapter WGPU_ADAPTER_NAME names (else the first), f32.
-pub fn gpu_run(cfg: &Config) -> anyhow::Result<RunOutput> {
-    let ctx = gpu::GpuContext::new(None)?;
+/// The GPU engine (f32) on the adapter `--adapter` or WGPU_ADAPTER_NAME names, else the first
+/// hardware adapter, else the first.
+pub fn gpu_run(cfg: &Config, why: &str) -> anyhow::Result<RunOutput> {
+    if let Some(e) = gpu::engine::unsupported(cfg) {
+        anyhow::bail!("the GPU engine cannot run this configuration: {e}");
+    }
+    let ctx = gpu::GpuContext::new(cfg.adapter.as_deref())?;
     let start = std::time::Instant::now();
-    let budget = std::env::var("RANKCOLLAPSE_GPU_MEMORY_MB")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1024)
-        << 20;
-    let chunk = match std::env::var("RANKCOLLAPSE_CHUNK").ok().and_then(|v| v.parse::<usize>().ok()) {
-        Some(c) if c > 0 => c,
-        _ => gpu::engine::chunk_size(cfg, &ctx.device.limits(), budget),
+    let chunk = match cfg.chunk {
+        0 => gpu::engine::chunk_size(cfg, &ctx.device.limits(), cfg.gpu_memory_mb << 20),
+        c => c,
     };
+    gpu::engine::check_fits(cfg, &ctx.device.limits())?;
     let per_sequence = gpu::engine::simulate(&ctx, cfg, chunk)?;
     Ok(RunOutput {
         per_sequence,
         engine: "gpu-f32".into(),
-        engine_reason: format!(
-            "requested with --engine gpu; adapter {} ({:?}), chunk {chunk}",
-            ctx.info.name, ctx.info.backend
-        ),
+        engine_reason: format!("{why}; adapter {} ({:?}), chunk {chunk}", ctx.info.name, ctx.info.backend),
         compute_seconds: start.elapsed().as_secs_f64(),
         threads: 1,
     })

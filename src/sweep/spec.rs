@@ -229,16 +229,16 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The id of a resolved configuration: 16 hex digits of SHA-256 of its canonical JSON (with
-/// `threads`, which never changes a result, left out).
+/// the execution settings, which never change a result, left out).
 pub fn config_id(config: &Config) -> String {
-    let c = Config { threads: 0, ..config.clone() };
+    let c = config.without_execution_settings();
     sha256_hex(serde_json::to_string(&c).expect("Config serialises").as_bytes())[..16].to_string()
 }
 
 /// The seed of repeat `repeat` of a point: SHA-256 of (sweep seed, configuration without seed,
 /// repeat), first 8 bytes.
 pub fn derive_seed(sweep_seed: u64, base: &Config, repeat: usize) -> u64 {
-    let c = Config { seed: 0, threads: 0, ..base.clone() };
+    let c = Config { seed: 0, ..base.without_execution_settings() };
     let text = format!("rankcollapse-seed/{sweep_seed}/{repeat}/{}", serde_json::to_string(&c).unwrap());
     let digest = Sha256::digest(text.as_bytes());
     u64::from_le_bytes(digest[..8].try_into().unwrap())

@@ -39,7 +39,7 @@ impl Kernels {
 }
 
 /// A uniform block built field by field (u32 and f32, in the WGSL struct's order).
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct P(Vec<u32>);
 impl P {
     fn u(mut self, v: usize) -> Self {
@@ -86,6 +86,11 @@ struct Chunk<'a> {
     cparts: wgpu::Buffer,
     raw: wgpu::Buffer,
     tiles: usize,
+    /// The dense attention matrices of one head (layers with a spectrum only).
+    amat: Option<wgpu::Buffer>,
+    /// Per layer (after layer k at index k) and sequence: the spectrum summed over heads.
+    spectra: Vec<Vec<[f64; 3]>>,
+    error: Option<anyhow::Error>,
 }
 
 fn storage(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
@@ -121,7 +126,10 @@ pub fn bytes_per_sequence(cfg: &Config) -> (usize, usize) {
         + d * d
         + (LANCZOS_STEPS + 3) * d
         + per_w;
-    let biggest = (n * widest).max(d * d).max((LANCZOS_STEPS + 3) * d);
+    // The dense attention matrix of the layers whose spectrum is requested.
+    let dense = if cfg.spectrum_every > 0 { cfg.tokens * cfg.tokens } else { 0 };
+    let floats = floats + dense;
+    let biggest = (n * widest).max(d * d).max((LANCZOS_STEPS + 3) * d).max(dense);
     (floats * 4, biggest * 4)
 }
 
@@ -499,10 +507,13 @@ impl<'a> Chunk<'a> {
             self.dispatch(
                 "attention",
                 "attend",
-                p,
+                p.clone(),
                 &bufs,
                 (n.div_ceil(64) as u32, dv.div_ceil(16) as u32, self.batch as u32),
             );
+            if cfg.spectrum_at(layer + 1) {
+                self.spectrum(&p, &bufs, layer, heads);
+            }
         }
         self.compose(&b.cat, heads, dv);
         if cfg.out_proj == Weights::None {
@@ -510,6 +521,49 @@ impl<'a> Chunk<'a> {
         } else {
             let wo = self.weights(cfg.out_proj, heads * dv, d, Purpose::Output, layer, 0);
             self.linear(&b.cat, &wo, out);
+        }
+    }
+
+    /// Adds this head's share of [sigma_1(A), sigma_2(A), sigma_1(A - 11^T/n)] of every sequence
+    /// to the spectra of `layer` + 1: the dense matrix is formed on the device and read back, the
+    /// spectrum taken in f64 on the host (the CPU engine's `attention_spectrum`).
+    fn spectrum(&mut self, p: &P, bufs: &[(u32, &wgpu::Buffer)], layer: usize, heads: usize) {
+        let Some(amat) = self.amat.clone() else { return };
+        let mut with_out: Vec<(u32, &wgpu::Buffer)> =
+            bufs.iter().copied().filter(|(i, _)| matches!(i, 1..=5)).collect();
+        with_out.push((10, &amat));
+        let n = self.n;
+        self.dispatch(
+            "attention",
+            "dense",
+            p.clone(),
+            &with_out,
+            (n.div_ceil(64) as u32, 1, self.batch as u32),
+        );
+        self.flush();
+        let a = match self.ctx.read_back::<f32>(&amat, (self.batch * n * n * 4) as u64) {
+            Ok(a) => a,
+            Err(e) => {
+                self.error.get_or_insert(e);
+                return;
+            }
+        };
+        use rayon::prelude::*;
+        let spec: Vec<[f64; 3]> = a
+            .par_chunks(n * n)
+            .map(|m| {
+                let dense = ndarray::Array2::from_shape_fn((n, n), |(i, j)| f64::from(m[i * n + j]));
+                crate::model::attention::attention_spectrum(&dense)
+            })
+            .collect();
+        let total = &mut self.spectra[layer + 1];
+        if total.is_empty() {
+            total.resize(self.batch, [0.0; 3]);
+        }
+        for (t, s) in total.iter_mut().zip(spec) {
+            for k in 0..3 {
+                t[k] += s[k] / heads as f64;
+            }
         }
     }
 
@@ -623,6 +677,9 @@ fn new_chunk<'a>(
         cparts: storage(ctx, "cosines", batch * tiles),
         raw: storage(ctx, "raw", batch * (cfg.depth + 1) * RAW),
         tiles,
+        amat: (cfg.spectrum_every > 0).then(|| storage(ctx, "attention matrices", batch * n * n)),
+        spectra: vec![Vec::new(); cfg.depth + 1],
+        error: None,
     };
     let b = Bufs {
         x: c.state("x", d),
@@ -646,7 +703,7 @@ fn run_chunk(
     cfg: &Config,
     first: usize,
     batch: usize,
-) -> anyhow::Result<Vec<f32>> {
+) -> anyhow::Result<(Vec<f32>, Vec<Vec<[f64; 3]>>)> {
     let (mut c, b) = new_chunk(ctx, k, cfg, first, batch);
     let hidden = cfg.mlp_hidden();
     c.inputs(&b.x);
@@ -691,8 +748,39 @@ fn run_chunk(
         c.metrics(&b.x, layer + 1, true);
         c.flush();
     }
+    if let Some(e) = c.error.take() {
+        return Err(e.context("reading back the attention matrices"));
+    }
     let raw = c.raw.clone();
-    ctx.read_back::<f32>(&raw, (batch * (cfg.depth + 1) * RAW * 4) as u64)
+    let raw = ctx.read_back::<f32>(&raw, (batch * (cfg.depth + 1) * RAW * 4) as u64)?;
+    Ok((raw, std::mem::take(&mut c.spectra)))
+}
+
+/// Why the GPU engine cannot run this configuration at all, if it cannot.
+pub fn unsupported(cfg: &Config) -> Option<String> {
+    (cfg.attention == Attention::Markov && cfg.tokens > 65535).then(|| {
+        format!(
+            "markov attention draws its logits by index i n + j < 2^32, so tokens <= 65535 (got {})",
+            cfg.tokens
+        )
+    })
+}
+
+/// Checks that one sequence fits the adapter's largest storage binding.
+pub fn check_fits(cfg: &Config, limits: &wgpu::Limits) -> anyhow::Result<()> {
+    let (_, biggest) = bytes_per_sequence(cfg);
+    let limit = limits.max_storage_buffer_binding_size as usize;
+    if biggest > limit {
+        let hint = if cfg.spectrum_every > 0 && cfg.tokens * cfg.tokens * 4 > limit {
+            " (the n x n attention matrix of --spectrum-every: use --spectrum-every 0 or fewer tokens)"
+        } else {
+            ""
+        };
+        anyhow::bail!(
+            "one sequence needs a {biggest}-byte buffer, over this adapter's largest storage binding of {limit} bytes{hint}"
+        );
+    }
+    Ok(())
 }
 
 /// Chunk size: what fits the memory budget and the adapter's binding limit.
@@ -710,12 +798,18 @@ pub fn simulate(ctx: &GpuContext, cfg: &Config, chunk: usize) -> anyhow::Result<
     let mut first = 0;
     while first < cfg.sequences {
         let batch = chunk.min(cfg.sequences - first);
-        let raw = run_chunk(ctx, &kernels, cfg, first, batch)?;
+        let (raw, spectra) = run_chunk(ctx, &kernels, cfg, first, batch)?;
         for b in 0..batch {
             let history = (0..=cfg.depth)
                 .map(|layer| {
                     let at = (b * (cfg.depth + 1) + layer) * RAW;
-                    layer_metrics_from_raw(&raw[at..at + RAW], cfg.tokens, layer > 0)
+                    let mut m = layer_metrics_from_raw(&raw[at..at + RAW], cfg.tokens, layer > 0);
+                    if let Some(s) = spectra[layer].get(b) {
+                        for k in 0..3 {
+                            m.values[12 + k] = Some(s[k]);
+                        }
+                    }
+                    m
                 })
                 .collect();
             out.push(history);

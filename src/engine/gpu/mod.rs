@@ -1,7 +1,5 @@
 //! The GPU side (wgpu 30, any backend): adapter enumeration for `rankcollapse devices`, the
 //! device context, the shader table, the one read-back path, and the kernels built so far.
-//! This is the first slice of the GPU engine: the model itself does not run here yet, so
-//! `--engine gpu` is still rejected; the counter-based generator does, and matches the CPU.
 
 pub mod engine;
 
@@ -36,7 +34,7 @@ pub const SHADERS: &[Shader] = &[
     family!("generate", ["weights", "inputs"]),
     family!("linear", ["matmul", "gram"]),
     family!("state", ["compose", "skip"]),
-    family!("attention", ["prep", "argmax_rows", "onehot", "attend"]),
+    family!("attention", ["prep", "argmax_rows", "onehot", "attend", "dense"]),
     family!("norm", ["normalise"]),
     family!("activation", ["activate"]),
     family!("metrics", ["cosines", "metrics"]),
@@ -96,6 +94,14 @@ pub fn describe_adapters(list: &[AdapterSummary]) -> String {
     out
 }
 
+/// Whether an adapter is real GPU hardware (not a software rasteriser such as lavapipe).
+pub fn is_hardware(info: &wgpu::AdapterInfo) -> bool {
+    matches!(
+        info.device_type,
+        wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::VirtualGpu
+    )
+}
+
 /// A device on one adapter, with the adapter's own limits (not the defaults).
 pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
@@ -105,7 +111,7 @@ pub struct GpuContext {
 
 impl GpuContext {
     /// The first adapter whose index or name matches `selector` (WGPU_ADAPTER_NAME when None),
-    /// else the first adapter.
+    /// else the first hardware adapter, else the first adapter.
     pub fn new(selector: Option<&str>) -> anyhow::Result<GpuContext> {
         let instance = instance();
         let all = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
@@ -120,7 +126,10 @@ impl GpuContext {
                 })
                 .map(|(_, a)| a)
                 .ok_or_else(|| anyhow::anyhow!("no GPU adapter matches {s:?} (see rankcollapse devices)"))?,
-            None => all.into_iter().next().ok_or_else(|| anyhow::anyhow!("no GPU adapter found"))?,
+            None => {
+                let hardware = all.iter().position(|a| is_hardware(&a.get_info())).unwrap_or(0);
+                all.into_iter().nth(hardware).ok_or_else(|| anyhow::anyhow!("no GPU adapter found"))?
+            }
         };
         let info = adapter.get_info();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
