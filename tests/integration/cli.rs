@@ -120,7 +120,7 @@ fn exact_collapse_is_reported_as_minus_infinity_not_nan() {
 
 #[test]
 fn bad_flags_fail_with_a_message_naming_the_field_and_value() {
-    let cases: [(&[&str], &[&str]); 8] = [
+    let cases: [(&[&str], &[&str]); 9] = [
         (&["--mask", "window:99"], &["mask", "window:99", "tokens = 6"]),
         (&["--mask", "diagonal"], &["mask", "diagonal", "causal-window:W"]),
         (&["--head-rank", "0"], &["head_rank", "0"]),
@@ -128,7 +128,8 @@ fn bad_flags_fail_with_a_message_naming_the_field_and_value() {
         (&["--temperature", "-1"], &["temperature", "-1"]),
         (&["--input", "orthonormal", "--width", "3"], &["input", "orthonormal", "tokens (6) <= width (3)"]),
         (&["--skip", "scaled:1"], &["skip", "scaled:1"]),
-        (&["--engine", "gpu"], &["engine", "gpu"]),
+        (&["--gpu-memory-mb", "0"], &["gpu_memory_mb", "0"]),
+        (&["--engine", "gpu", "--adapter", "no-such-adapter"], &["adapter", "no-such-adapter"]),
     ];
     for (flags, needles) in cases {
         let mut cmd = bin();
