@@ -197,10 +197,10 @@ pub fn reproduce(dir: &Path, opts: &Options, report: &mut Report) -> anyhow::Res
     let lowest = *deep.log10_res.last().unwrap();
     report.setup.push(format!(
         "Deep run: pure attention with the same weights and inputs, {deep_depth} layers. The bound is Dong et \
-         al.'s Theorem 2.2, |res(SAN(X))|_(1,inf) <= (4 gamma beta H / sqrt(d_qk))^((3^L - 1)/2) |res(X)|_(1,inf)^(3^L), \
+         al.'s bound for L layers of pure attention, |res(SAN(X))|_(1,inf) <= (4 gamma beta H / sqrt(d_qk))^((3^L - 1)/2) |res(X)|_(1,inf)^(3^L), \
          with beta = max over layers and heads of |W_Q W_K^T|_1 |W_V W_O|_(1,inf) (W_O: the head's rows of the \
-         output projection), measured from the drawn weights: beta = {}, and gamma = 1 (our choice: the paper's \
-         gamma is a bounded term that depends on the attention entries; gamma = 1 is the most favourable value), \
+         output projection), measured from the drawn weights: beta = {}, and gamma = 1 (our choice: in \
+         the paper gamma is a term that depends on the attention entries, which we did not evaluate), \
          so 4 gamma beta H / sqrt(d_qk) = {}. The bound is on the absolute residual, so it is drawn beside the \
          measured absolute residual log10 |X - 1 xbar^T|_(1,inf), started from the input and from layers 1 and 2 \
          (a bound started at layer k uses the measured residual there). It decreases only when \

@@ -175,12 +175,13 @@ impl Report {
 }
 
 /// Runs the presets of `papers`, writing `<out>/<paper>/` (figures, report.md) and
-/// `<out>/README.md` (all reports, figure links relative to `out`).
+/// `<out>/README.md` (every report in `out`, figure links relative to `out`).
 pub fn reproduce(papers: &[Paper], out: &Path, opts: &Options) -> anyhow::Result<Vec<Report>> {
     std::fs::create_dir_all(out).with_context(|| format!("creating --out {}", out.display()))?;
     let probe = out.join(".rankcollapse-write-test");
     std::fs::write(&probe, b"").with_context(|| format!("--out {} is not writable", out.display()))?;
     let _ = std::fs::remove_file(&probe);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.threads).build()?;
     let mut reports = Vec::new();
     for &paper in papers {
         let dir = out.join(paper.name());
@@ -188,12 +189,14 @@ pub fn reproduce(papers: &[Paper], out: &Path, opts: &Options) -> anyhow::Result
         let started = Instant::now();
         eprintln!("[rankcollapse] reproduce {}{}", paper.name(), if opts.quick { " (quick)" } else { "" });
         let mut report = Report::new(paper, opts);
-        match paper {
+        // The engine runs build their own pools of `threads`; this one serves the presets' own
+        // parallel loops (Amsel's samples, Dong's deep run).
+        pool.install(|| match paper {
             Paper::Dong2021 => dong::reproduce(&dir, opts, &mut report),
             Paper::Wu2024 => wu::reproduce(&dir, opts, &mut report),
             Paper::Naderi2024 => naderi::reproduce(&dir, opts, &mut report),
             Paper::Amsel2024 => amsel::reproduce(&dir, opts, &mut report),
-        }
+        })
         .with_context(|| format!("reproducing {}", paper.name()))?;
         report.seconds = started.elapsed().as_secs_f64();
         output::write_atomic(&dir.join("report.md"), report.markdown("").as_bytes())?;
@@ -205,12 +208,32 @@ pub fn reproduce(papers: &[Paper], out: &Path, opts: &Options) -> anyhow::Result
         );
         reports.push(report);
     }
-    let mut index = String::from("# Reproductions\n\n");
-    for r in &reports {
-        index.push_str(&r.markdown(&format!("{}/", r.paper.name())));
-    }
-    output::write_atomic(&out.join("README.md"), index.as_bytes())?;
+    output::write_atomic(&out.join("README.md"), index(out)?.as_bytes())?;
     Ok(reports)
+}
+
+/// `<out>/README.md`: every paper's report found in `out` (this run's and earlier ones), in the
+/// order of [`Paper::ALL`], with figure links made relative to `out`.
+fn index(out: &Path) -> anyhow::Result<String> {
+    let mut index = String::from("# Reproductions\n\n");
+    for paper in Paper::ALL {
+        let path = out.join(paper.name()).join("report.md");
+        if !path.exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        for line in text.lines() {
+            match line.strip_prefix("![").and_then(|l| l.split_once("](")) {
+                Some((caption, link)) => {
+                    let _ = writeln!(index, "![{caption}]({}/{link}", paper.name());
+                }
+                None => {
+                    let _ = writeln!(index, "{line}");
+                }
+            }
+        }
+    }
+    Ok(index)
 }
 
 /// The configuration every preset starts from: the defaults with the preset's seed and threads,

@@ -131,7 +131,12 @@ pub fn reproduce(dir: &Path, opts: &Options, report: &mut Report) -> anyhow::Res
         "Setup, depth: d = n = 150, key-query softmax and random Markov attention, W_V gaussian std 1/sqrt(d), gaussian inputs, \
          {depth} layers, {seqs} sequences; A or A - 11^T/n (`--remove-outlier`), each with or without \
          post-LayerNorm and skip connections; baseline: identity attention (`--attention identity`), the same \
-         value matrices. Metric: `gram_stable_rank` = sum sigma_i^4 / sigma_1^4 of X."
+         value matrices. Metric: `gram_stable_rank` = sum sigma_i^4 / sigma_1^4 of X. \
+         With key-query softmax attention and no skip connection, A - 11^T/n still collapses here: its rows \
+         are the deviations of softmax from uniform, about (1/n) (z_ij - mean_j z_ij) with z = X M X^T, so \
+         (A - 11^T/n) X ~ X M X^T X / n depends on X and acts like a power iteration on its top singular \
+         directions (our reading; the input-independent random Markov attention behaves as the paper \
+         states)."
     ));
     let ln = Norm::Post(NormKind::Layer);
     let identity = layer_means(
