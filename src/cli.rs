@@ -47,6 +47,9 @@ pub struct ReproduceArgs {
     /// CPU worker threads, 0 = all cores.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// auto | cpu | gpu: the engine of the presets' runs (constructed-weight runs are CPU f64).
+    #[arg(long, default_value = "auto", value_parser = |s: &str| s.parse::<Engine>())]
+    pub engine: Engine,
 }
 
 #[derive(Subcommand, Debug)]

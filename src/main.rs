@@ -164,7 +164,7 @@ fn default_plot(dir: &std::path::Path) {
 fn reproduce(args: &rankcollapse::cli::ReproduceArgs) -> anyhow::Result<i32> {
     use rankcollapse::reproduce as rp;
     let papers = rp::parse_papers(&args.paper)?;
-    let opts = rp::Options { quick: args.quick, seed: args.seed, threads: args.threads };
+    let opts = rp::Options { quick: args.quick, seed: args.seed, threads: args.threads, engine: args.engine };
     rp::reproduce(&papers, &args.out, &opts)?;
     println!("{}", args.out.join("README.md").display());
     Ok(0)

@@ -9,7 +9,7 @@ pub mod figure;
 pub mod naderi;
 pub mod wu;
 
-use crate::config::Config;
+use crate::config::{Config, Engine};
 use crate::metrics::Summary;
 use crate::{engine, output};
 use anyhow::{anyhow, Context};
@@ -83,6 +83,10 @@ pub struct Options {
     pub seed: u64,
     /// CPU threads (0: all cores).
     pub threads: usize,
+    /// The engine of the presets' `engine::run` calls (`auto`: the GPU engine on a hardware
+    /// adapter when it supports the configuration). Runs that drive `model` directly (Dong's deep
+    /// run, Wu's constructed equilibria) and the Amsel experiment are CPU f64 whatever this says.
+    pub engine: Engine,
 }
 
 /// One measured quantity beside the paper's statement.
@@ -114,6 +118,7 @@ pub struct Report {
     pub seconds: f64,
     pub quick: bool,
     pub seed: u64,
+    pub engine: Engine,
 }
 
 impl Report {
@@ -126,6 +131,7 @@ impl Report {
             seconds: 0.0,
             quick: opts.quick,
             seed: opts.seed,
+            engine: opts.engine,
         }
     }
 
@@ -148,10 +154,11 @@ impl Report {
         let _ = writeln!(s, "## {}\n", self.paper.title());
         let _ = writeln!(
             s,
-            "Command: `rankcollapse reproduce {} --out DIR{} --seed {}` ({:.1} s).\n",
+            "Command: `rankcollapse reproduce {} --out DIR{} --seed {} --engine {}` ({:.1} s).\n",
             self.paper.name(),
             if self.quick { " --quick" } else { "" },
             self.seed,
+            self.engine,
             self.seconds
         );
         for p in &self.setup {
@@ -237,9 +244,15 @@ fn index(out: &Path) -> anyhow::Result<String> {
 }
 
 /// The configuration every preset starts from: the defaults with the preset's seed and threads,
-/// the CPU engine (`auto`) in f64.
+/// the engine of `opts` (f64 on the CPU).
 pub fn base_config(opts: &Options) -> Config {
-    Config { seed: opts.seed, threads: opts.threads, spectrum_every: 0, ..Config::default() }
+    Config {
+        seed: opts.seed,
+        threads: opts.threads,
+        engine: opts.engine,
+        spectrum_every: 0,
+        ..Config::default()
+    }
 }
 
 /// Per-layer means over sequences of each of `metrics` (layer 0 = input), from one engine run.

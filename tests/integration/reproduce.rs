@@ -1,15 +1,16 @@
 //! Small, fast versions of the `reproduce` presets asserting the papers' claims. Every check is a
 //! function of its setting, and each test also runs it against a wrong setting and asserts that
-//! it fails, so a check that cannot fail would be caught. Seeds are fixed and printed.
+//! it fails, so a check that cannot fail would be caught. Seeds are fixed and printed; the
+//! engine runs use the f64 CPU engine (the presets' `auto` may pick the f32 GPU engine).
 
-use rankcollapse::config::{Attention, Config, Mask, Skip};
+use rankcollapse::config::{Attention, Config, Engine, Mask, Skip};
 use rankcollapse::reproduce::{amsel, dong, naderi, wu, Options};
 use std::process::Command;
 
 const SEED: u64 = 11;
 
 fn opts() -> Options {
-    Options { quick: true, seed: SEED, threads: 0 }
+    Options { quick: true, seed: SEED, threads: 0, engine: Engine::Cpu }
 }
 
 fn collapse_by_mask(masks: &[Mask]) -> Vec<f64> {
