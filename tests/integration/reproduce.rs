@@ -208,6 +208,9 @@ fn bin() -> Command {
 fn cli_reproduce_writes_reports_and_figures() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("repro");
+    // A report left by an earlier run of another paper stays in the index.
+    std::fs::create_dir_all(out.join("amsel2024")).unwrap();
+    std::fs::write(out.join("amsel2024/report.md"), "## earlier\n\n![old figure](old.png)\n").unwrap();
     let res =
         bin().args(["reproduce", "wu2024", "--quick", "--seed", "3", "--out"]).arg(&out).output().unwrap();
     assert!(res.status.success(), "stderr: {}", String::from_utf8_lossy(&res.stderr));
@@ -221,6 +224,8 @@ fn cli_reproduce_writes_reports_and_figures() {
     }
     let index = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(index.contains("(wu2024/mu_by_mask.png)"), "{index}");
+    assert!(index.contains("![old figure](amsel2024/old.png)"), "{index}");
+    assert!(index.find("## Wu") < index.find("## earlier"), "papers out of order: {index}");
 }
 
 #[test]
