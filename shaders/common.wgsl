@@ -28,6 +28,14 @@ fn expm1(x: f32) -> f32 {
     return x * t;
 }
 
+// Kahan's compensated sum: *acc += v, the rounding error kept in *comp.
+fn kahan_add(acc: ptr<function, f32>, comp: ptr<function, f32>, v: f32) {
+    let y = v - *comp;
+    let t = *acc + y;
+    *comp = (t - *acc) - y;
+    *acc = t;
+}
+
 fn mulhilo(a: u32, b: u32) -> vec2<u32> {
     let a_lo = a & 0xffffu; let a_hi = a >> 16u;
     let b_lo = b & 0xffffu; let b_hi = b >> 16u;

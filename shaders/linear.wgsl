@@ -56,7 +56,9 @@ fn gram(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let k = wg.x * T + lid.x;
     let d = p.cols;
     let xb = b * p.x_bs;
+    // Compensated over tiles: the sum runs over every token (n up to the long contexts).
     var acc = 0.0;
+    var comp = 0.0;
     for (var i0 = 0u; i0 < p.rows; i0 += T) {
         let i = i0 + lid.x;
         var a = 0.0;
@@ -67,7 +69,9 @@ fn gram(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         if (i2 < p.rows && k < d) { c = x[xb + i2 * d + k]; }
         ws[lid.y][lid.x] = c;
         workgroupBarrier();
-        for (var t = 0u; t < T; t++) { acc += xs[lid.y][t] * ws[t][lid.x]; }
+        var part = 0.0;
+        for (var t = 0u; t < T; t++) { part += xs[lid.y][t] * ws[t][lid.x]; }
+        kahan_add(&acc, &comp, part);
         workgroupBarrier();
     }
     if (j < d && k < d) { y[b * d * d + j * d + k] = acc; }

@@ -41,7 +41,8 @@ fn compose(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
             let f = exp_or_zero(pre[pb + 2u + j / p.block_w] - big_l);
             let y0 = y[base + j] * f;
             var acc = 0.0;
-            for (var i = 0u; i < n; i++) { acc += y[base + i * w + j] * f - y0; }
+            var comp = 0.0;
+            for (var i = 0u; i < n; i++) { kahan_add(&acc, &comp, y[base + i * w + j] * f - y0); }
             c = y0 + acc / nf;
             for (var i = 0u; i < n; i++) { part_max = max(part_max, abs(y[base + i * w + j] * f - c)); }
         }
@@ -49,13 +50,14 @@ fn compose(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     }
     let big = reduce_max(tid, part_max);
     var part_sq = 0.0;
+    var comp_sq = 0.0;
     if (big > 0.0) {
         for (var j = tid; j < w; j += WG) {
             let f = exp_or_zero(pre[pb + 2u + j / p.block_w] - big_l);
             let c = colbuf[cb + j];
             for (var i = 0u; i < n; i++) {
                 let v = (y[base + i * w + j] * f - c) / big;
-                part_sq += v * v;
+                kahan_add(&part_sq, &comp_sq, v * v);
             }
         }
     }

@@ -65,7 +65,6 @@ pub fn gpu_run(cfg: &Config, why: &str) -> anyhow::Result<RunOutput> {
         0 => gpu::engine::chunk_size(cfg, &ctx.device.limits(), cfg.gpu_memory_mb << 20),
         c => c,
     };
-    gpu::engine::check_fits(cfg, &ctx.device.limits())?;
     let per_sequence = gpu::engine::simulate(&ctx, cfg, chunk)?;
     Ok(RunOutput {
         per_sequence,

@@ -265,3 +265,56 @@ fn each_kernel_family_matches_its_cpu_twin() {
     println!("worst state error: {:.2e} at {}", worst.0, worst.1);
     assert!(checked.iter().all(|&k| k > 0), "some kernel family was never exercised: {checked:?}");
 }
+
+/// Long context on the GPU: n = 16384 tokens at tiny batch and depth, streamed (no n x n buffer:
+/// the chunk's memory grows linearly in n), against the f64 CPU engine. llvmpipe stops every
+/// shader loop after 65535 header passes per invocation and returns wrong numbers; there a run at
+/// this length must be refused with an error that says why (compose's four passes over the rows
+/// alone exceed the limit), and the streamed softmax runs at the longest length within the limit
+/// at width 1 (n = 8192).
+#[test]
+fn long_context_runs_on_the_gpu_in_linear_memory() {
+    use rankcollapse::config::Config;
+    use rankcollapse::engine::gpu::engine::{
+        bytes_per_sequence, loop_iterations, simulate, LLVMPIPE_LOOP_LIMIT,
+    };
+    let Some(ctx) = context() else { return };
+    let softmax = Config {
+        depth: 2,
+        tokens: 16384,
+        width: 8,
+        heads: 1,
+        sequences: 1,
+        spectrum_every: 0,
+        seed: 3,
+        ..Default::default()
+    };
+    let half = Config { tokens: 8192, ..softmax.clone() };
+    let (big, small) = (bytes_per_sequence(&softmax).0, bytes_per_sequence(&half).0);
+    println!("device bytes per sequence: n = 8192: {small}, n = 16384: {big}");
+    assert!((big as f64) < 2.01 * small as f64, "memory is not linear in n: {small} -> {big}");
+    let runs = if ctx.info.name.contains("llvmpipe") {
+        let text = format!("{:#}", simulate(&ctx, &softmax, 1).unwrap_err());
+        assert!(text.contains("65535") && text.contains("16384"), "{text}");
+        let short = Config { width: 1, tokens: 8192, mask: "causal".parse().unwrap(), ..softmax };
+        assert!(loop_iterations(&short) <= LLVMPIPE_LOOP_LIMIT, "{short:?}");
+        vec![short]
+    } else {
+        vec![softmax]
+    };
+    for c in runs {
+        let gpu = simulate(&ctx, &c, 1).unwrap();
+        let cpu = rankcollapse::engine::cpu::simulate::<f64>(&c);
+        for layer in 0..=c.depth {
+            for name in ["log10_res_fro", "log10_mu", "stable_rank", "mean_abs_cos", "attn_entropy"] {
+                let (Some(a), Some(b)) = (gpu[0][layer].get(name), cpu[0][layer].get(name)) else { continue };
+                println!(
+                    "seed 3, n = {}, {}, layer {layer} {name}: gpu {a} cpu-f64 {b}",
+                    c.tokens, c.attention
+                );
+                let score = crate::precision::f32_score(name, layer, a, b);
+                assert!(score <= 1.0, "n = {} layer {layer} {name}: gpu {a} vs cpu-f64 {b}", c.tokens);
+            }
+        }
+    }
+}

@@ -89,7 +89,7 @@ struct Chunk<'a> {
     /// The dense attention matrices of one head (layers with a spectrum only).
     amat: Option<wgpu::Buffer>,
     /// Per layer (after layer k at index k) and sequence: the spectrum summed over heads.
-    spectra: Vec<Vec<[f64; 3]>>,
+    spectra: Spectra,
     error: Option<anyhow::Error>,
 }
 
@@ -696,14 +696,17 @@ fn new_chunk<'a>(
     (c, b)
 }
 
-/// Runs sequences [first, first + batch) and returns their raw read-back values.
+/// Per layer and sequence: [sigma_1(A), sigma_2(A), sigma_1(A - 11^T/n)], mean over heads.
+type Spectra = Vec<Vec<[f64; 3]>>;
+
+/// Runs sequences [first, first + batch) and returns their raw read-back values and spectra.
 fn run_chunk(
     ctx: &GpuContext,
     k: &Kernels,
     cfg: &Config,
     first: usize,
     batch: usize,
-) -> anyhow::Result<(Vec<f32>, Vec<Vec<[f64; 3]>>)> {
+) -> anyhow::Result<(Vec<f32>, Spectra)> {
     let (mut c, b) = new_chunk(ctx, k, cfg, first, batch);
     let hidden = cfg.mlp_hidden();
     c.inputs(&b.x);
@@ -766,8 +769,45 @@ pub fn unsupported(cfg: &Config) -> Option<String> {
     })
 }
 
-/// Checks that one sequence fits the adapter's largest storage binding.
-pub fn check_fits(cfg: &Config, limits: &wgpu::Limits) -> anyhow::Result<()> {
+/// llvmpipe (lavapipe) stops a shader's loops after this many loop-header passes per invocation
+/// (all loops of the invocation together, nested ones included; gallivm's
+/// LP_MAX_TGSI_LOOP_ITERATIONS) and goes on with a wrong result.
+pub const LLVMPIPE_LOOP_LIMIT: usize = 65535;
+
+/// The most loop-header passes one invocation of our kernels makes for this configuration (an
+/// upper estimate): a query row's three passes over its keys (the last with the inner loops over
+/// the head's rank and value columns, and Philox's rounds for Markov logits), a token's pass over
+/// the others for the cosines, a column's four passes over the rows in `compose`.
+pub fn loop_iterations(cfg: &Config) -> usize {
+    let n = cfg.tokens;
+    // compose: one invocation per column (of the widest state) makes four passes over the rows.
+    let widest = cfg.width.max(cfg.heads * cfg.value_dim()).max(cfg.mlp_hidden());
+    let compose = 4 * (n + 1) * widest.div_ceil(256) + 8;
+    let cosines = n * (cfg.width + 2) + cfg.width + 1;
+    let scores = match cfg.attention {
+        Attention::Softmax => cfg.head_rank() + 1,
+        Attention::Markov => 33,
+        Attention::Uniform => 0,
+        Attention::Identity => return cosines.max(compose),
+    };
+    let per_key = 1 + scores + cfg.value_dim().min(16) + 1;
+    (n * (2 + per_key)).max(cosines).max(compose)
+}
+
+/// Checks that one sequence fits the adapter's largest storage binding, and that no loop is cut
+/// short on an adapter that cuts loops (llvmpipe).
+pub fn check_fits(cfg: &Config, limits: &wgpu::Limits, adapter: &wgpu::AdapterInfo) -> anyhow::Result<()> {
+    if adapter.name.contains("llvmpipe") && loop_iterations(cfg) > LLVMPIPE_LOOP_LIMIT {
+        anyhow::bail!(
+            "the software adapter {} stops shader loops after {LLVMPIPE_LOOP_LIMIT} iterations and would \
+             return wrong numbers: this configuration runs up to {} per invocation (tokens {} x the \
+             head's rank, value columns and width); use --engine cpu, a hardware GPU, or fewer tokens / \
+             a smaller width",
+            adapter.name,
+            loop_iterations(cfg),
+            cfg.tokens
+        );
+    }
     let (_, biggest) = bytes_per_sequence(cfg);
     let limit = limits.max_storage_buffer_binding_size as usize;
     if biggest > limit {
@@ -793,20 +833,30 @@ pub fn chunk_size(cfg: &Config, limits: &wgpu::Limits, budget_bytes: usize) -> u
 
 /// Metrics of every sequence at every layer, on the GPU.
 pub fn simulate(ctx: &GpuContext, cfg: &Config, chunk: usize) -> anyhow::Result<Vec<Vec<LayerMetrics>>> {
-    let kernels = Kernels::new(ctx)?;
+    simulate_with(ctx, &Kernels::new(ctx)?, cfg, chunk)
+}
+
+/// [`simulate`] with kernels compiled beforehand (benchmarks, repeated runs).
+pub fn simulate_with(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    cfg: &Config,
+    chunk: usize,
+) -> anyhow::Result<Vec<Vec<LayerMetrics>>> {
+    check_fits(cfg, &ctx.device.limits(), &ctx.info)?;
     let mut out = Vec::with_capacity(cfg.sequences);
     let mut first = 0;
     while first < cfg.sequences {
         let batch = chunk.min(cfg.sequences - first);
-        let (raw, spectra) = run_chunk(ctx, &kernels, cfg, first, batch)?;
+        let (raw, spectra) = run_chunk(ctx, kernels, cfg, first, batch)?;
         for b in 0..batch {
             let history = (0..=cfg.depth)
                 .map(|layer| {
                     let at = (b * (cfg.depth + 1) + layer) * RAW;
                     let mut m = layer_metrics_from_raw(&raw[at..at + RAW], cfg.tokens, layer > 0);
                     if let Some(s) = spectra[layer].get(b) {
-                        for k in 0..3 {
-                            m.values[12 + k] = Some(s[k]);
+                        for (slot, v) in m.values[12..15].iter_mut().zip(s) {
+                            *slot = Some(*v);
                         }
                     }
                     m
