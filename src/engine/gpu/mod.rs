@@ -54,13 +54,18 @@ fn instance() -> wgpu::Instance {
 }
 
 /// Every adapter of every enabled backend, in wgpu's order (the index `--adapter` will take).
+/// Enumerated once per process (`auto` asks for every run of a sweep or a preset).
 pub fn adapters() -> Vec<AdapterSummary> {
-    let instance = instance();
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
-        .into_iter()
-        .enumerate()
-        .map(|(index, a)| AdapterSummary { index, info: a.get_info(), limits: a.limits() })
-        .collect()
+    static LIST: std::sync::OnceLock<Vec<AdapterSummary>> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        let instance = instance();
+        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+            .into_iter()
+            .enumerate()
+            .map(|(index, a)| AdapterSummary { index, info: a.get_info(), limits: a.limits() })
+            .collect()
+    })
+    .clone()
 }
 
 /// The `rankcollapse devices` listing.
