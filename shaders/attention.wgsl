@@ -103,14 +103,18 @@ fn b_score(qbase: u32, i: u32, j: u32) -> f32 {
     return p.tau * acc;
 }
 
-// z_ij - z_ik of the softmax scores, formed from differences (no cancellation of large scores).
-fn score_diff(b: u32, i: u32, j: u32, k: u32, fa: f32, fb: f32) -> f32 {
-    let qbase = b * (p.n + 1u) * p.r;
+// tau <q_i, k_j - k_k>: b_ij - b_ik from the key difference (no cancellation of large scores).
+fn b_diff(qbase: u32, i: u32, j: u32, k: u32) -> f32 {
     var acc = 0.0;
     for (var t = 0u; t < p.r; t++) {
         acc += qb[qbase + i * p.r + t] * (kb[qbase + j * p.r + t] - kb[qbase + k * p.r + t]);
     }
-    return fa * (abuf[b * p.n + j] - abuf[b * p.n + k]) + fb * p.tau * acc;
+    return p.tau * acc;
+}
+
+// z_ij - z_ik of the softmax scores, formed from differences.
+fn score_diff(b: u32, i: u32, j: u32, k: u32, fa: f32, fb: f32) -> f32 {
+    return fa * (abuf[b * p.n + j] - abuf[b * p.n + k]) + fb * b_diff(b * (p.n + 1u) * p.r, i, j, k);
 }
 
 // Where abuf keeps, after the scores a_j of every sequence, (k_i, mu_i) of every row.
@@ -244,9 +248,7 @@ fn attend(@builtin(global_invocation_id) gid: vec3<u32>) {
         var t_sum = 0.0;
         var acc: array<f32, 16>;
         for (var j = range.x; j < range.y; j++) {
-            var bij = 0.0;
-            for (var t = 0u; t < r; t++) { bij += qb[qbase + i * r + t] * kb[qbase + j * r + t]; }
-            let z = fa * abuf[b * n + j] + fb * p.tau * bij;
+            let z = fa * abuf[b * n + j] + fb * b_score(qbase, i, j);
             if (z > big) {
                 let sc = exp_or_zero(big - z);
                 for (var c = 0u; c < ncols; c++) {
@@ -299,11 +301,7 @@ fn attend(@builtin(global_invocation_id) gid: vec3<u32>) {
             var de = 0.0;
             var zt = zp;
             if (has_b && j != kr) {
-                var db = 0.0;
-                for (var t = 0u; t < r; t++) {
-                    db += qb[qbase + i * r + t] * (kb[qbase + j * r + t] - kb[qbase + kr * r + t]);
-                }
-                db = p.tau * db;
+                let db = b_diff(qbase, i, j, kr);
                 if (linear) { de = db; } else { de = grow_k * expm1(fb * db) / fb; }
                 zt = zp + fb * (b_k + db);
             } else if (has_b) {

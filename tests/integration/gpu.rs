@@ -60,54 +60,21 @@ fn devices_lists_the_adapter() {
 #[test]
 fn gpu_engine_tracks_the_f64_cpu_engine() {
     let Some(ctx) = context() else { return };
-    let mut worst = (0.0f64, String::new());
-    let mut deepest = 0.0f64;
+    let mut tally = crate::precision::Tally::new();
     // GPU_TEST_SEEDS=A..B widens the sweep (the default is the precision test's range).
     let seeds = std::env::var("GPU_TEST_SEEDS").ok().and_then(|v| {
         let (a, b) = v.split_once("..")?;
         Some(a.parse::<u64>().ok()?..b.parse::<u64>().ok()?)
     });
+    let report_only = std::env::var_os("GPU_TEST_REPORT").is_some();
     for seed in seeds.unwrap_or(100..124) {
         // The precision test's configurations ask for the attention spectrum at every layer.
         let c = crate::precision::random_config(seed);
         let gpu = rankcollapse::engine::gpu::engine::simulate(&ctx, &c, 2).unwrap();
         let cpu = rankcollapse::engine::cpu::simulate::<f64>(&c);
-        for (s, (hg, hc)) in gpu.iter().zip(&cpu).enumerate() {
-            for (l, (mg, mc)) in hg.iter().zip(hc).enumerate() {
-                for (k, name) in rankcollapse::metrics::METRICS.iter().enumerate() {
-                    let (a, b) = match (mg.values[k], mc.values[k]) {
-                        (Some(a), Some(b)) => (a, b),
-                        (None, None) => continue,
-                        other => panic!("seed {seed} seq {s} layer {l} {name}: presence differs {other:?}"),
-                    };
-                    if name.contains("sigma_ratio") && (a.is_nan() || b.is_nan()) {
-                        continue;
-                    }
-                    if *name == "log10_res_fro" && b.is_finite() {
-                        deepest = deepest.min(b);
-                    }
-                    if a == b {
-                        continue;
-                    }
-                    let score = crate::precision::f32_score(name, l, a, b);
-                    let what = format!(
-                        "seed {seed} seq {s} layer {l} {name}: gpu {a} vs cpu-f64 {b} (config {c:?})"
-                    );
-                    if std::env::var_os("GPU_TEST_REPORT").is_some() && score > 1.0 {
-                        println!("{score:.2} {what}");
-                        continue;
-                    }
-                    assert!(score <= 1.0, "{what}");
-                    if score > worst.0 {
-                        worst = (score, what);
-                    }
-                }
-            }
-        }
+        tally.compare(seed, &c, "gpu", &gpu, &cpu, true, report_only);
     }
-    println!("deepest log10 residual compared: {deepest:.1}");
-    assert!(deepest < -30.0, "the random configurations never went below log10 residual -30");
-    println!("worst error / tolerance: {:.3} at {}", worst.0, worst.1);
+    tally.finish();
 }
 
 /// Per-sequence results do not depend on the chunk size (bitwise).
