@@ -65,11 +65,17 @@ pub fn gpu_run(cfg: &Config, why: &str) -> anyhow::Result<RunOutput> {
         0 => gpu::engine::chunk_size(cfg, &ctx.device.limits(), cfg.gpu_memory_mb << 20),
         c => c,
     };
-    let per_sequence = gpu::engine::simulate(&ctx, cfg, chunk)?;
+    let kernels = gpu::engine::Kernels::new(&ctx)?;
+    let sim = gpu::engine::simulate_checked(&ctx, &kernels, cfg, chunk)?;
+    let chunks = if sim.retries.is_empty() {
+        format!("chunk {chunk}")
+    } else {
+        format!("chunk {chunk}, reduced to {} after {} failed chunks", sim.chunk, sim.retries.len())
+    };
     Ok(RunOutput {
-        per_sequence,
+        per_sequence: sim.per_sequence,
         engine: "gpu-f32".into(),
-        engine_reason: format!("{why}; adapter {} ({:?}), chunk {chunk}", ctx.info.name, ctx.info.backend),
+        engine_reason: format!("{why}; adapter {} ({:?}), {chunks}", ctx.info.name, ctx.info.backend),
         compute_seconds: start.elapsed().as_secs_f64(),
         threads: 1,
     })

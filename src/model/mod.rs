@@ -203,6 +203,15 @@ pub struct AttentionStats {
     pub spectrum: Option<[f64; 3]>,
 }
 
+/// A value that a layer part produced and the tracked representation cannot hold (an overflow
+/// of the float type, a NaN): the part that produced it first, and what is wrong.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    /// attention, skip, norm or mlp.
+    pub part: &'static str,
+    pub what: String,
+}
+
 /// One layer applied to the tracked state, as the configuration describes it; returns the new
 /// state and the statistics of its attention matrices.
 pub fn apply_layer<T: Real>(
@@ -211,45 +220,73 @@ pub fn apply_layer<T: Real>(
     x: &Tracked<T>,
     spectrum: bool,
 ) -> (Tracked<T>, AttentionStats) {
+    let (y, stats, _) = apply_layer_checked(cfg, w, x, spectrum);
+    (y, stats)
+}
+
+/// [`apply_layer`], with the state checked after every part: the first part whose output is not
+/// a valid tracked state is returned as a [`Fault`] (the state is returned as it came out).
+pub fn apply_layer_checked<T: Real>(
+    cfg: &Config,
+    w: &LayerWeights<T>,
+    x: &Tracked<T>,
+    spectrum: bool,
+) -> (Tracked<T>, AttentionStats, Option<Fault>) {
+    let mut fault = None;
     let (a, b) = cfg.skip.coefficients();
-    let skip = |x: &Tracked<T>, f: Tracked<T>| {
-        if (a, b) == (0.0, 1.0) {
+    let plain = (a, b) == (0.0, 1.0);
+    let has_mlp = w.mlp.is_some();
+    let attend = |x: &Tracked<T>| attention::attention_layer(cfg, w, x, spectrum);
+    let (pre, post) = match cfg.norm {
+        Norm::Pre(_) => (true, false),
+        Norm::Post(_) => (false, true),
+        Norm::None => (false, false),
+    };
+    let mut y = x.clone();
+    let mut stats = AttentionStats::default();
+    for sub in 0..1 + usize::from(has_mlp) {
+        let input = if pre { check(&mut fault, "norm", norm::normalise(cfg, &y)) } else { y.clone() };
+        let f = if sub == 0 {
+            let (f, s) = attend(&input);
+            stats = s;
+            let f = check(&mut fault, "attention", f);
+            if fault.is_none() && underflowed(cfg, &input, &f) {
+                fault = Some(Fault {
+                    part: "attention",
+                    what: format!(
+                        "the residual fell below the range of its log scale (l = -inf from l = {:.6e}, g = {:.6e}): \
+                         the collapse of this layer is beyond what an f64 logarithm holds",
+                        input.log_res, input.log_scale
+                    ),
+                });
+            }
             f
         } else {
-            Tracked::affine_sum(a, x, b, &f)
-        }
-    };
-    let norm = |x: &Tracked<T>| norm::normalise(cfg, x);
-    let attend = |x: &Tracked<T>| attention::attention_layer(cfg, w, x, spectrum);
-    let mlp = |x: &Tracked<T>| mlp::mlp(cfg, w.mlp.as_ref().unwrap(), x);
-    let has_mlp = w.mlp.is_some();
-    match cfg.norm {
-        Norm::Pre(_) => {
-            let (f, stats) = attend(&norm(x));
-            let mut y = skip(x, f);
-            if has_mlp {
-                let f = mlp(&norm(&y));
-                y = skip(&y, f);
-            }
-            (y, stats)
-        }
-        Norm::Post(_) => {
-            let (f, stats) = attend(x);
-            let mut y = norm(&skip(x, f));
-            if has_mlp {
-                let f = mlp(&y);
-                y = norm(&skip(&y, f));
-            }
-            (y, stats)
-        }
-        Norm::None => {
-            let (f, stats) = attend(x);
-            let mut y = skip(x, f);
-            if has_mlp {
-                let f = mlp(&y);
-                y = skip(&y, f);
-            }
-            (y, stats)
+            check(&mut fault, "mlp", mlp::mlp(cfg, w.mlp.as_ref().unwrap(), &input))
+        };
+        y = if plain { f } else { check(&mut fault, "skip", Tracked::affine_sum(a, &y, b, &f)) };
+        if post {
+            y = check(&mut fault, "norm", norm::normalise(cfg, &y));
         }
     }
+    (y, stats, fault)
+}
+
+/// Records the first part whose output is not a valid tracked state.
+fn check<T: Real>(fault: &mut Option<Fault>, part: &'static str, s: Tracked<T>) -> Tracked<T> {
+    if fault.is_none() {
+        *fault = s.fault().map(|what| Fault { part, what });
+    }
+    s
+}
+
+/// Softmax attention of a state with a residual never returns an exactly rank-one state (its
+/// weights are positive and the tokens distinct); an output residual scale of -inf then means
+/// that l itself overflowed, e.g. e^{-e^{2g}} for a score scale g beyond ~350.
+fn underflowed<T: Real>(cfg: &Config, input: &Tracked<T>, out: &Tracked<T>) -> bool {
+    cfg.attention == Attention::Softmax
+        && input.log_scale.is_finite()
+        && input.log_res.is_finite()
+        && out.log_scale.is_finite()
+        && out.log_res == f64::NEG_INFINITY
 }

@@ -61,7 +61,13 @@ impl<T: Real> Tracked<T> {
 
     /// Final normalisation: max(|m|, e^l) = 1, with the common factor moved into g.
     fn normalised(g: f64, lm: f64, mean: Array1<T>, lr: f64, res: Array2<T>, n: usize) -> Self {
-        let norm_m = mean.iter().map(|x| x.to_f64().unwrap().powi(2)).sum::<f64>().sqrt();
+        // |m| on m / max|m|: the squares of entries near the float range would overflow.
+        let big = mean.iter().map(|x| x.to_f64().unwrap().abs()).fold(0.0, f64::max);
+        let norm_m = if big > 0.0 && big.is_finite() {
+            mean.iter().map(|x| (x.to_f64().unwrap() / big).powi(2)).sum::<f64>().sqrt() * big
+        } else {
+            big
+        };
         let log_m = if norm_m > 0.0 && lm > f64::NEG_INFINITY { lm + norm_m.ln() } else { f64::NEG_INFINITY };
         let top = log_m.max(lr);
         if top == f64::NEG_INFINITY {
@@ -154,6 +160,27 @@ impl<T: Real> Tracked<T> {
             at += w;
         }
         Self::compose(g, vec![(0.0, mean)], lr, y)
+    }
+
+    /// What is wrong with this state, if a value in it is not a number the representation allows:
+    /// g or l NaN or +inf (-inf is an exact zero), or a non-finite entry of m or R.
+    pub fn fault(&self) -> Option<String> {
+        let bad = |x: f64| x.is_nan() || x == f64::INFINITY;
+        if bad(self.log_scale) {
+            return Some(format!("log scale g = {}", self.log_scale));
+        }
+        if bad(self.log_res) {
+            return Some(format!("residual log scale l = {}", self.log_res));
+        }
+        let mean = self.mean.iter().filter(|x| !x.is_finite()).count();
+        let res = self.res.iter().filter(|x| !x.is_finite()).count();
+        (mean + res > 0).then(|| {
+            format!(
+                "{mean} of {} token-mean entries and {res} of {} residual entries are not finite",
+                self.mean.len(),
+                self.res.len()
+            )
+        })
     }
 
     /// The dense tokens in units of e^g, in f64: 1 m^T + e^l R.

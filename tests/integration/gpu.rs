@@ -285,3 +285,78 @@ fn long_context_runs_on_the_gpu_in_linear_memory() {
         }
     }
 }
+
+fn binary() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rankcollapse"))
+}
+
+/// A chunk that does not fit the device is retried in halves, and the results are the same,
+/// bit for bit, as a run that fitted at once. Out of memory cannot be produced on purpose on a
+/// shared machine, so the engine's hook (RANKCOLLAPSE_TEST_GPU_OOM_ABOVE) fails every chunk of
+/// more than one sequence inside the real retry path.
+#[test]
+fn a_chunk_that_does_not_fit_is_retried_smaller_with_identical_results() {
+    use rankcollapse::engine::gpu::engine::OOM_HOOK;
+    let Some(_ctx) = context() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |dir: &str, chunk: &str, hook: Option<&str>| {
+        let out = tmp.path().join(dir);
+        let mut cmd = binary();
+        cmd.args(["run", "--engine", "gpu", "--sequences", "5", "--depth", "3", "--tokens", "12"])
+            .args(["--width", "6", "--seed", "4", "--sequences-csv", "--chunk", chunk, "--out"])
+            .arg(&out);
+        if let Some(h) = hook {
+            cmd.env(OOM_HOOK, h);
+        }
+        let o = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{stderr}");
+        let csv = std::fs::read_to_string(out.join("sequences.csv")).unwrap();
+        let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+        (csv, manifest, stderr)
+    };
+    let (fitted, _, _) = run("fitted", "1", None);
+    let (retried, manifest, stderr) = run("retried", "5", Some("1"));
+    assert_eq!(fitted, retried, "a retried run differs from one that fitted");
+    assert!(stderr.contains("a chunk of 5 sequences (from sequence 0) failed"), "{stderr}");
+    assert!(stderr.contains("out of device memory"), "{stderr}");
+    assert!(manifest.contains("chunk 5, reduced to 1 after 2 failed chunks"), "{manifest}");
+}
+
+/// A lost device (destroyed for real by the engine's test hook in the middle of a chunk) fails
+/// that point with the reason; the next point gets a new device and the sweep goes on. A resume
+/// then completes the sweep.
+#[test]
+fn a_lost_device_fails_its_point_and_the_sweep_goes_on() {
+    use rankcollapse::engine::gpu::LOSE_DEVICE_HOOK;
+    let Some(_ctx) = context() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "[sweep]\nname = \"lost\"\nseed = 1\n[fixed]\nengine = \"gpu\"\ntokens = 8\nwidth = 4\n\
+         sequences = 2\nspectrum_every = 0\n[grid]\ndepth = [1, 2, 3]\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let sweep = |hook: Option<&str>| {
+        let mut cmd = binary();
+        cmd.args(["sweep", "run"]).arg(&spec).arg("--out").arg(&out);
+        if let Some(h) = hook {
+            cmd.env(LOSE_DEVICE_HOOK, h);
+        }
+        cmd.output().unwrap()
+    };
+    let o = sweep(Some("2"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let status = binary().args(["sweep", "status"]).arg(&out).output().unwrap();
+    let report = String::from_utf8_lossy(&status.stdout);
+    assert!(report.contains("3 points: 2 done, 1 failed, 0 missing"), "{report}");
+    let failed: Vec<&str> = report.lines().filter(|l| l.starts_with("failed")).collect();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert!(failed[0].contains("was lost"), "the failure does not say the device was lost: {report}");
+    let o = sweep(None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("merged.csv").exists());
+}

@@ -11,7 +11,6 @@ use crate::model::state::Tracked;
 use crate::model::{weight_matrix, weight_sequence};
 use crate::rng::{GaussianBlock, Purpose, Stream};
 use std::collections::HashMap;
-use wgpu::util::DeviceExt;
 
 /// Values read back per sequence and layer (see shaders/metrics.wgsl).
 const RAW: usize = 16;
@@ -161,11 +160,7 @@ impl<'a> Chunk<'a> {
         grid: (u32, u32, u32),
     ) {
         let pipeline = &self.k.pipelines[&(family, entry)];
-        let uniform = self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(entry),
-            contents: &params.bytes(),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let uniform = self.ctx.buffer_with(entry, &params.bytes(), wgpu::BufferUsages::UNIFORM);
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
         entries.extend(
             bufs.iter()
@@ -238,11 +233,11 @@ impl<'a> Chunk<'a> {
                 let m = weight_matrix(family, rows, cols, GaussianBlock::new(cfg.seed, stream, seq));
                 data.extend(m.iter().map(|v| *v as f32));
             }
-            return self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("orthogonal weights"),
-                contents: bytemuck::cast_slice(&data),
-                usage: wgpu::BufferUsages::STORAGE,
-            });
+            return self.ctx.buffer_with(
+                "orthogonal weights",
+                bytemuck::cast_slice(&data),
+                wgpu::BufferUsages::STORAGE,
+            );
         }
         let buf = storage(self.ctx, "weights", count * rows * cols);
         let (mode, scale) = match family {
@@ -750,6 +745,7 @@ fn run_chunk(
         }
         c.metrics(&b.x, layer + 1, true);
         c.flush();
+        ctx.lose_if_hooked();
     }
     if let Some(e) = c.error.take() {
         return Err(e.context("reading back the attention matrices"));
@@ -843,12 +839,53 @@ pub fn simulate_with(
     cfg: &Config,
     chunk: usize,
 ) -> anyhow::Result<Vec<Vec<LayerMetrics>>> {
+    Ok(simulate_checked(ctx, kernels, cfg, chunk)?.per_sequence)
+}
+
+/// What a GPU run produced, and how its chunks went.
+#[derive(Clone, Debug)]
+pub struct Simulation {
+    pub per_sequence: Vec<Vec<LayerMetrics>>,
+    /// The chunk size the run ended with (smaller than asked after a retry).
+    pub chunk: usize,
+    /// One line per chunk that failed and was retried smaller.
+    pub retries: Vec<String>,
+}
+
+/// Test hook: `RANKCOLLAPSE_TEST_GPU_OOM_ABOVE=S` makes every chunk of more than S sequences
+/// fail as out of memory, so that the retry path runs for real.
+pub const OOM_HOOK: &str = "RANKCOLLAPSE_TEST_GPU_OOM_ABOVE";
+
+/// [`simulate_with`], reporting retries: a chunk that fails (out of memory, a binding or buffer
+/// limit) is run again in halves, down to one sequence; results do not depend on the chunk size.
+/// A lost device is not retried: the error says so.
+pub fn simulate_checked(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    cfg: &Config,
+    chunk: usize,
+) -> anyhow::Result<Simulation> {
     check_fits(cfg, &ctx.device.limits(), &ctx.info)?;
+    ctx.check()?;
+    let mut chunk = chunk.max(1);
+    let mut retries = Vec::new();
     let mut out = Vec::with_capacity(cfg.sequences);
     let mut first = 0;
     while first < cfg.sequences {
         let batch = chunk.min(cfg.sequences - first);
-        let (raw, spectra) = run_chunk(ctx, kernels, cfg, first, batch)?;
+        let (raw, spectra) = match run_chunk_scoped(ctx, kernels, cfg, first, batch) {
+            Ok(r) => r,
+            Err(e) if batch > 1 && ctx.lost().is_none() => {
+                chunk = batch / 2;
+                let line = format!(
+                    "a chunk of {batch} sequences (from sequence {first}) failed: {e:#}; retrying in chunks of {chunk}"
+                );
+                eprintln!("[rankcollapse] {line}");
+                retries.push(line);
+                continue;
+            }
+            Err(e) => return Err(e.context(format!("GPU chunk of sequences {first}..{}", first + batch))),
+        };
         for b in 0..batch {
             let history = (0..=cfg.depth)
                 .map(|layer| {
@@ -866,7 +903,36 @@ pub fn simulate_with(
         }
         first += batch;
     }
-    Ok(out)
+    Ok(Simulation { per_sequence: out, chunk, retries })
+}
+
+/// [`run_chunk`] inside out-of-memory and validation error scopes: any error of the chunk, or a
+/// lost device, is returned as `Err` (never a panic, never a read-back of a failed chunk).
+fn run_chunk_scoped(
+    ctx: &GpuContext,
+    k: &Kernels,
+    cfg: &Config,
+    first: usize,
+    batch: usize,
+) -> anyhow::Result<(Vec<f32>, Spectra)> {
+    if let Some(limit) = std::env::var(OOM_HOOK).ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+        if batch > limit {
+            anyhow::bail!("out of device memory (injected by {OOM_HOOK}={limit})");
+        }
+    }
+    let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let invalid = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let out = run_chunk(ctx, k, cfg, first, batch);
+    let invalid = pollster::block_on(invalid.pop());
+    let oom = pollster::block_on(oom.pop());
+    ctx.check()?;
+    if let Some(e) = oom {
+        anyhow::bail!("out of device memory: {e}");
+    }
+    if let Some(e) = invalid {
+        anyhow::bail!("{e}");
+    }
+    out
 }
 
 /// One part of a layer, applied on its own by [`apply_part`] (the kernel families against their

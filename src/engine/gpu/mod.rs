@@ -3,8 +3,8 @@
 
 pub mod engine;
 
-use std::sync::mpsc;
-use wgpu::util::DeviceExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 /// One WGSL source (one kernel family): the engine loads its entry points from this table, and
 /// a test validates every entry with naga.
@@ -112,7 +112,19 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
+    /// Errors no error scope caught, and why the device was lost: collected here (wgpu's default
+    /// handler panics) and turned into an `Err` by [`GpuContext::check`].
+    faults: Arc<Mutex<Vec<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    /// Set by [`LOSE_DEVICE_HOOK`] on the device it names.
+    destroy_pending: AtomicBool,
 }
+
+/// Test hook: `RANKCOLLAPSE_TEST_LOSE_DEVICE=K` destroys the K-th device this process creates
+/// (counting from 1) in the middle of its first chunk (after the first layer's work has been
+/// submitted), so that the lost-device path runs for real.
+pub const LOSE_DEVICE_HOOK: &str = "RANKCOLLAPSE_TEST_LOSE_DEVICE";
+static DEVICES_CREATED: AtomicUsize = AtomicUsize::new(0);
 
 impl GpuContext {
     /// The first adapter whose index or name matches `selector` (WGPU_ADAPTER_NAME when None),
@@ -143,7 +155,64 @@ impl GpuContext {
             ..Default::default()
         }))
         .map_err(|e| anyhow::anyhow!("requesting a device on {}: {e}", info.name))?;
-        Ok(GpuContext { info, device, queue })
+        let faults = Arc::new(Mutex::new(Vec::new()));
+        let lost = Arc::new(Mutex::new(None));
+        let sink = faults.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
+        }));
+        let why = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {message}"));
+        });
+        let created = DEVICES_CREATED.fetch_add(1, Ordering::SeqCst) + 1;
+        let hooked = std::env::var(LOSE_DEVICE_HOOK).is_ok_and(|k| k.trim().parse() == Ok(created));
+        Ok(GpuContext { info, device, queue, faults, lost, destroy_pending: AtomicBool::new(hooked) })
+    }
+
+    /// Destroys the device if [`LOSE_DEVICE_HOOK`] asked for it and it has not been done yet.
+    pub(crate) fn lose_if_hooked(&self) {
+        if self.destroy_pending.swap(false, Ordering::SeqCst) {
+            eprintln!("[rankcollapse] test hook {LOSE_DEVICE_HOOK}: destroying the device mid-chunk");
+            self.device.destroy();
+        }
+    }
+
+    /// A buffer holding `contents`, written through the queue: unlike a buffer mapped at
+    /// creation, this fails as a captured error (not a panic) on a lost device.
+    pub(crate) fn buffer_with(
+        &self,
+        label: &str,
+        contents: &[u8],
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (contents.len() as u64).max(4).next_multiple_of(4),
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buffer, 0, contents);
+        buffer
+    }
+
+    /// Why the device was lost, if it was.
+    pub fn lost(&self) -> Option<String> {
+        // The lost-device callback runs when the device is polled.
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `Err` when the device was lost or an error escaped every error scope since the last check.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(why) = self.lost() {
+            anyhow::bail!("the GPU device on {} was lost ({why})", self.info.name);
+        }
+        let errors = std::mem::take(&mut *self.faults.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(first) = errors.first() {
+            anyhow::bail!("GPU error on {} ({} in all): {first}", self.info.name, errors.len());
+        }
+        Ok(())
     }
 
     pub(crate) fn pipeline_entry(&self, name: &str, entry: &str) -> anyhow::Result<wgpu::ComputePipeline> {
@@ -208,11 +277,8 @@ impl GpuContext {
             count,
             _pad: [0; 3],
         };
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("philox params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let uniform =
+            self.buffer_with("philox params", bytemuck::bytes_of(&params), wgpu::BufferUsages::UNIFORM);
         let size = u64::from(count.max(1)) * 16;
         let out = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("philox out"),
