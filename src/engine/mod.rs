@@ -66,7 +66,18 @@ pub fn gpu_run(cfg: &Config, why: &str) -> anyhow::Result<RunOutput> {
         c => c,
     };
     let kernels = gpu::engine::Kernels::new(&ctx)?;
-    let sim = gpu::engine::simulate_checked(&ctx, &kernels, cfg, chunk)?;
+    let sim = gpu::engine::simulate_checked(&ctx, &kernels, cfg, chunk, wants_profile(cfg))?;
+    match &sim.profile {
+        Some(Ok(rows)) => eprint!(
+            "GPU profile ({}, timestamp queries, {} sequences x {} layers):\n{}",
+            ctx.info.name,
+            cfg.sequences,
+            cfg.depth,
+            gpu::profile::table(rows, start.elapsed().as_secs_f64())
+        ),
+        Some(Err(why)) => eprintln!("warning: no GPU profile: {why}"),
+        None => {}
+    }
     let chunks = if sim.retries.is_empty() {
         format!("chunk {chunk}")
     } else {
@@ -79,4 +90,9 @@ pub fn gpu_run(cfg: &Config, why: &str) -> anyhow::Result<RunOutput> {
         compute_seconds: start.elapsed().as_secs_f64(),
         threads: 1,
     })
+}
+
+/// Whether the run asked for `--profile`.
+fn wants_profile(_cfg: &Config) -> bool {
+    std::env::var_os("RANKCOLLAPSE_PROFILE").is_some()
 }

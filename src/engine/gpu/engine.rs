@@ -4,6 +4,7 @@
 //! per-sequence metric ingredients are the only data read back, once per chunk. Each sequence's
 //! work is the same whatever the chunk, so results do not depend on the chunk size.
 
+use super::profile::Profiler;
 use super::GpuContext;
 use crate::config::{Activation, Attention, Config, Input, Mask, Mlp, Norm, NormKind, Weights};
 use crate::metrics::LayerMetrics;
@@ -90,6 +91,8 @@ struct Chunk<'a> {
     /// Per layer (after layer k at index k) and sequence: the spectrum summed over heads.
     spectra: Spectra,
     error: Option<anyhow::Error>,
+    /// Per-kernel timestamps (`--profile`).
+    profiler: Option<&'a mut Profiler>,
 }
 
 fn storage(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
@@ -146,8 +149,16 @@ impl<'a> Chunk<'a> {
     }
 
     fn flush(&mut self) {
-        if let Some(enc) = self.enc.take() {
+        if let Some(mut enc) = self.enc.take() {
+            if let Some(p) = &self.profiler {
+                p.resolve(&mut enc);
+            }
             self.ctx.queue.submit([enc.finish()]);
+            if let Some(p) = self.profiler.as_deref_mut() {
+                if let Err(e) = p.collect(self.ctx) {
+                    self.error.get_or_insert(e.context("reading the profile's timestamps"));
+                }
+            }
         }
     }
 
@@ -171,9 +182,14 @@ impl<'a> Chunk<'a> {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let enc = self.encoder();
-        let mut pass = enc
-            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes: None });
+        if self.profiler.as_ref().is_some_and(|p| p.full()) {
+            self.flush();
+        }
+        self.encoder();
+        let enc = self.enc.as_mut().unwrap();
+        let timestamp_writes = self.profiler.as_deref_mut().map(|p| p.pass((family, entry)));
+        let mut pass =
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes });
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bind, &[]);
         pass.dispatch_workgroups(grid.0, grid.1, grid.2);
@@ -675,6 +691,7 @@ fn new_chunk<'a>(
         amat: (cfg.spectrum_every > 0).then(|| storage(ctx, "attention matrices", batch * n * n)),
         spectra: vec![Vec::new(); cfg.depth + 1],
         error: None,
+        profiler: None,
     };
     let b = Bufs {
         x: c.state("x", d),
@@ -701,8 +718,10 @@ fn run_chunk(
     cfg: &Config,
     first: usize,
     batch: usize,
+    profiler: Option<&mut Profiler>,
 ) -> anyhow::Result<(Vec<f32>, Spectra)> {
     let (mut c, b) = new_chunk(ctx, k, cfg, first, batch);
+    c.profiler = profiler;
     let hidden = cfg.mlp_hidden();
     c.inputs(&b.x);
     c.metrics(&b.x, 0, false);
@@ -839,7 +858,7 @@ pub fn simulate_with(
     cfg: &Config,
     chunk: usize,
 ) -> anyhow::Result<Vec<Vec<LayerMetrics>>> {
-    Ok(simulate_checked(ctx, kernels, cfg, chunk)?.per_sequence)
+    Ok(simulate_checked(ctx, kernels, cfg, chunk, false)?.per_sequence)
 }
 
 /// What a GPU run produced, and how its chunks went.
@@ -850,6 +869,8 @@ pub struct Simulation {
     pub chunk: usize,
     /// One line per chunk that failed and was retried smaller.
     pub retries: Vec<String>,
+    /// With `profile`: per kernel, passes and nanoseconds (slowest first), or why there are none.
+    pub profile: Option<Result<Vec<(String, u64, f64)>, String>>,
 }
 
 /// Test hook: `RANKCOLLAPSE_TEST_GPU_OOM_ABOVE=S` makes every chunk of more than S sequences
@@ -864,16 +885,19 @@ pub fn simulate_checked(
     kernels: &Kernels,
     cfg: &Config,
     chunk: usize,
+    profile: bool,
 ) -> anyhow::Result<Simulation> {
     check_fits(cfg, &ctx.device.limits(), &ctx.info)?;
     ctx.check()?;
+    let mut profiler = profile.then(|| Profiler::new(ctx));
     let mut chunk = chunk.max(1);
     let mut retries = Vec::new();
     let mut out = Vec::with_capacity(cfg.sequences);
     let mut first = 0;
     while first < cfg.sequences {
         let batch = chunk.min(cfg.sequences - first);
-        let (raw, spectra) = match run_chunk_scoped(ctx, kernels, cfg, first, batch) {
+        let timer = profiler.as_mut().and_then(|p| p.as_mut().ok());
+        let (raw, spectra) = match run_chunk_scoped(ctx, kernels, cfg, first, batch, timer) {
             Ok(r) => r,
             Err(e) if batch > 1 && ctx.lost().is_none() => {
                 chunk = batch / 2;
@@ -903,7 +927,8 @@ pub fn simulate_checked(
         }
         first += batch;
     }
-    Ok(Simulation { per_sequence: out, chunk, retries })
+    let profile = profiler.map(|p| p.map(|p| p.totals()));
+    Ok(Simulation { per_sequence: out, chunk, retries, profile })
 }
 
 /// [`run_chunk`] inside out-of-memory and validation error scopes: any error of the chunk, or a
@@ -914,6 +939,7 @@ fn run_chunk_scoped(
     cfg: &Config,
     first: usize,
     batch: usize,
+    profiler: Option<&mut Profiler>,
 ) -> anyhow::Result<(Vec<f32>, Spectra)> {
     if let Some(limit) = std::env::var(OOM_HOOK).ok().and_then(|v| v.trim().parse::<usize>().ok()) {
         if batch > limit {
@@ -922,7 +948,7 @@ fn run_chunk_scoped(
     }
     let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let invalid = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let out = run_chunk(ctx, k, cfg, first, batch);
+    let out = run_chunk(ctx, k, cfg, first, batch, profiler);
     let invalid = pollster::block_on(invalid.pop());
     let oom = pollster::block_on(oom.pop());
     ctx.check()?;

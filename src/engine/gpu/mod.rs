@@ -2,6 +2,7 @@
 //! device context, the shader table, the one read-back path, and the kernels built so far.
 
 pub mod engine;
+pub mod profile;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -152,6 +153,8 @@ impl GpuContext {
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("rankcollapse"),
             required_limits: adapter.limits(),
+            // For --profile; harmless when unused.
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             ..Default::default()
         }))
         .map_err(|e| anyhow::anyhow!("requesting a device on {}: {e}", info.name))?;
