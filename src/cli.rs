@@ -1,9 +1,68 @@
 //! Raw command-line flags (clap). `RunArgs::to_config` turns them into a validated `Config`;
 //! every model flag is optional and overrides `--config FILE` and then the defaults.
 
-use crate::config::{Attention, Config, Engine, Input, Mask, Mlp, Norm, Precision, Skip, Weights};
+use crate::config::{
+    Attention, Config, Engine, Input, Mask, Mlp, Norm, Precision, Skip, Weights, MAX_THREADS,
+};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+
+// Value parsers: clap names the flag and the value, these say what is allowed. Ranges that depend
+// on other fields are checked by `Config::validate`.
+
+fn whole(s: &str) -> Result<usize, String> {
+    s.trim().parse().map_err(|_| format!("expected a whole number from 0 to {}", usize::MAX))
+}
+
+fn seed(s: &str) -> Result<u64, String> {
+    s.trim().parse().map_err(|_| format!("expected a whole number from 0 to {}", u64::MAX))
+}
+
+fn finite(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| "expected a finite number".to_string())
+}
+
+fn thread_count(s: &str) -> Result<usize, String> {
+    whole(s)
+        .ok()
+        .filter(|&t| t <= MAX_THREADS)
+        .ok_or_else(|| format!("expected 0 (all cores) to {MAX_THREADS}"))
+}
+
+/// The Kubernetes limit on the completions of an Indexed Job.
+pub const MAX_SHARDS: usize = 100_000;
+
+fn shard_count(s: &str) -> Result<usize, String> {
+    whole(s)
+        .ok()
+        .filter(|n| (1..=MAX_SHARDS).contains(n))
+        .ok_or_else(|| format!("expected 1 to {MAX_SHARDS} (the Kubernetes Indexed Job limit)"))
+}
+
+/// A container image reference as it may appear unquoted in the Job's YAML.
+fn image_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 255
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
+    ok.then(|| s.to_string()).ok_or_else(|| {
+        "expected an image reference of 1 to 255 characters from A-Z a-z 0-9 . _ - / : @".into()
+    })
+}
+
+/// A PersistentVolumeClaim name: a DNS-1123 subdomain.
+fn claim_name(s: &str) -> Result<String, String> {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = s.len() <= 253
+        && s.starts_with(alnum)
+        && s.ends_with(alnum)
+        && s.chars().all(|c| alnum(c) || c == '-' || c == '.');
+    ok.then(|| s.to_string())
+        .ok_or_else(|| "expected a DNS-1123 name: 1 to 253 characters from a-z 0-9 - ., starting and ending with a letter or digit".into())
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,10 +101,10 @@ pub struct ReproduceArgs {
     #[arg(long)]
     pub quick: bool,
     /// Seed of every random draw.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = seed)]
     pub seed: u64,
     /// CPU worker threads, 0 = all cores.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = thread_count)]
     pub threads: usize,
     /// auto | cpu | gpu: the engine of the presets' runs (constructed-weight runs are CPU f64).
     #[arg(long, default_value = "auto", value_parser = |s: &str| s.parse::<Engine>())]
@@ -85,7 +144,7 @@ pub struct SweepRunArgs {
     #[arg(long, value_parser = |s: &str| s.parse::<crate::sweep::spec::Shard>().map_err(|e| e.to_string()))]
     pub shard: Option<crate::sweep::spec::Shard>,
     /// CPU threads per point (default: the spec's, 0 = all cores).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = thread_count)]
     pub threads: Option<usize>,
     /// Devices to use: all | cpu (this build has only the CPU engine).
     #[arg(long, default_value = "all")]
@@ -104,19 +163,19 @@ pub struct SweepPlanArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Number of shards (array tasks / completion indexes).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = shard_count)]
     pub shards: usize,
     /// Write a job file: slurm (DIR/sweep.sbatch) or k8s (DIR/sweep-job.yaml); needs --out.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, requires = "out")]
     pub emit: Option<Emit>,
     /// The sweep's results directory (the job file and the effective spec go there).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Container image of the Kubernetes Job.
-    #[arg(long, default_value = "rankcollapse:latest")]
+    #[arg(long, default_value = "rankcollapse:latest", value_parser = image_name)]
     pub image: String,
     /// PersistentVolumeClaim of the Kubernetes Job (mounted at /sweep).
-    #[arg(long, default_value = "rankcollapse-sweep")]
+    #[arg(long, default_value = "rankcollapse-sweep", value_parser = claim_name)]
     pub pvc: String,
 }
 
@@ -158,22 +217,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Number of layers [default: 8].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     pub depth: Option<usize>,
     /// Tokens per sequence (n) [default: 32].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     pub tokens: Option<usize>,
     /// Model width (d) [default: 32].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     pub width: Option<usize>,
     /// Attention heads (H) [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     pub heads: Option<usize>,
     /// Rank r of W_Q, W_K per head [default: width / heads].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     pub head_rank: Option<usize>,
     /// Value dimension per head [default: width / heads].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     pub value_dim: Option<usize>,
     /// full | causal | window:W (|i-j| < W) | causal-window:W (i-W < j <= i) [default: full].
     #[arg(long, value_parser = |s: &str| s.parse::<Mask>())]
@@ -185,19 +244,19 @@ pub struct RunArgs {
     #[arg(long)]
     pub remove_outlier: bool,
     /// Score temperature tau [default: 1/sqrt(head_rank)].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite)]
     pub temperature: Option<f64>,
     /// none | pre-ln | post-ln | rms | pre-rms | post-rms | sphere | pre-sphere | post-sphere [default: none].
     #[arg(long, value_parser = |s: &str| s.parse::<Norm>())]
     pub norm: Option<Norm>,
     /// Epsilon of LayerNorm / RMSNorm [default: 1e-5].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite)]
     pub norm_eps: Option<f64>,
     /// Gain of the normalisation (same for every feature) [default: 1].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite)]
     pub norm_gain: Option<f64>,
     /// Bias of the normalisation (same for every feature) [default: 0].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite)]
     pub norm_bias: Option<f64>,
     /// none | standard (X + f(X)) | scaled:A,B (A X + B f(X)) [default: none].
     #[arg(long, value_parser = |s: &str| s.parse::<Skip>())]
@@ -227,10 +286,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub per_sequence_weights: bool,
     /// Independent sequences (the statistics are over these) [default: 16].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     pub sequences: Option<usize>,
     /// Seed of every random draw [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = seed)]
     pub seed: Option<u64>,
     /// auto | cpu | gpu [default: auto].
     #[arg(long, value_parser = |s: &str| s.parse::<Engine>())]
@@ -241,22 +300,25 @@ pub struct RunArgs {
     /// Attention spectrum (sigma_1, sigma_2 of A and A - 11^T/n) every K-th layer, 0 = never.
     /// It forms each n x n attention matrix and runs Lanczos on it: O(n^2) memory and several
     /// n^2 products per head [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     pub spectrum_every: Option<usize>,
     /// CPU worker threads, 0 = all cores [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = thread_count)]
     pub threads: Option<usize>,
     /// GPU adapter: index or name substring from `rankcollapse devices` [default: WGPU_ADAPTER_NAME,
     /// else the first hardware adapter, else the first].
     #[arg(long)]
     pub adapter: Option<String>,
     /// Device memory the GPU engine may use per chunk of sequences, MiB [default: 1024].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     pub gpu_memory_mb: Option<usize>,
     /// Sequences per GPU chunk, 0 = as many as fit the memory budget and binding limit [default: 0].
     /// Results do not depend on it.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     pub chunk: Option<usize>,
+    /// Print a per-kernel GPU timing table (timestamp queries) to stderr; GPU engine only.
+    #[arg(long)]
+    pub profile: bool,
     /// Directory for layers.csv and manifest.json (created if missing).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -269,19 +331,29 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The configuration these flags describe: defaults, then `--config`, then the flags.
+    /// The configuration these flags describe: defaults, then `--config`, then the flags. An
+    /// invalid field is reported with where its value came from (a flag, the file, the default).
     pub fn to_config(&self) -> anyhow::Result<Config> {
-        let mut c = match &self.config {
+        let (mut c, file_keys) = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| anyhow::anyhow!("reading --config {}: {e}", path.display()))?;
-                Config::from_toml(&text)
-                    .map_err(|e| anyhow::anyhow!("in --config {}: {e}", path.display()))?
+                let c = Config::from_toml(&text)
+                    .map_err(|e| anyhow::anyhow!("in --config {}: {e}", path.display()))?;
+                let keys: Vec<String> = text.parse::<toml::Table>()?.keys().cloned().collect();
+                (c, keys)
             }
-            None => Config::default(),
+            None => (Config::default(), Vec::new()),
         };
+        let mut from_flags: Vec<&'static str> = Vec::new();
         macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; from_flags.push(stringify!($f)); } )* };
+        }
+        macro_rules! set_option {
+            ($($f:ident),*) => { $( if self.$f.is_some() { c.$f.clone_from(&self.$f); from_flags.push(stringify!($f)); } )* };
+        }
+        macro_rules! set_switch {
+            ($($f:ident),*) => { $( if self.$f { c.$f = true; from_flags.push(stringify!($f)); } )* };
         }
         set!(
             depth,
@@ -310,22 +382,21 @@ impl RunArgs {
             gpu_memory_mb,
             chunk
         );
-        if self.adapter.is_some() {
-            c.adapter.clone_from(&self.adapter);
+        set_option!(adapter, head_rank, value_dim, temperature);
+        set_switch!(remove_outlier, share_layers, per_sequence_weights, profile);
+        if let Err(e) = c.validate() {
+            let source = if from_flags.contains(&e.field) {
+                format!("set by --{}", e.field.replace('_', "-"))
+            } else if let (Some(path), true) = (&self.config, file_keys.iter().any(|k| k == e.field)) {
+                format!("set in --config {}", path.display())
+            } else {
+                "the default".to_string()
+            };
+            anyhow::bail!("{e} ({source})");
         }
-        if self.head_rank.is_some() {
-            c.head_rank = self.head_rank;
+        if self.sequences_csv && self.out.is_none() {
+            anyhow::bail!("--sequences-csv is invalid without --out DIR (sequences.csv is written there)");
         }
-        if self.value_dim.is_some() {
-            c.value_dim = self.value_dim;
-        }
-        if self.temperature.is_some() {
-            c.temperature = self.temperature;
-        }
-        c.remove_outlier |= self.remove_outlier;
-        c.share_layers |= self.share_layers;
-        c.per_sequence_weights |= self.per_sequence_weights;
-        c.validate()?;
         Ok(c)
     }
 }

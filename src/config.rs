@@ -37,6 +37,66 @@ macro_rules! string_enum {
     };
 }
 
+/// An unknown key in a configuration file, a sweep spec or `--set`, with the closest valid name.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown key `{key}` {place}: did you mean `{closest}`?{listing}")]
+pub struct UnknownKey {
+    pub key: String,
+    pub place: String,
+    pub closest: &'static str,
+    /// The valid names, when none of them is close (empty otherwise).
+    listing: String,
+}
+
+/// The field names serde reads for `T` (captured from `deserialize_struct`): the one list of
+/// valid keys of a struct, so that no second table of names can drift from the struct.
+pub fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error, Visitor};
+    struct Capture<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Capture<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Error::custom("field names only"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Capture(&mut fields));
+    fields
+}
+
+/// Rejects the first key that is not in `valid`, naming the closest valid one (Damerau-Levenshtein
+/// distance, so a transposition like `depht` counts as one edit). `place` says where the key was.
+pub fn check_keys<'k>(
+    keys: impl IntoIterator<Item = &'k String>,
+    valid: &'static [&'static str],
+    place: &str,
+) -> Result<(), UnknownKey> {
+    for key in keys {
+        if valid.contains(&key.as_str()) {
+            continue;
+        }
+        let distance = |name: &str| strsim::damerau_levenshtein(&key.replace('-', "_"), name);
+        let closest = valid.iter().copied().min_by_key(|name| distance(name)).unwrap_or("");
+        let far = distance(closest) > 2;
+        let listing = if far { format!(" (valid keys: {})", valid.join(", ")) } else { String::new() };
+        return Err(UnknownKey { key: key.clone(), place: place.to_string(), closest, listing });
+    }
+    Ok(())
+}
+
 fn parse_num<T: FromStr>(field: &'static str, s: &str, allowed: &str) -> Result<T, ConfigError> {
     s.trim().parse::<T>().map_err(|_| bad(field, s, allowed))
 }
@@ -496,6 +556,9 @@ pub struct Config {
     /// Sequences per GPU chunk (0: as many as fit the memory budget and the binding limit).
     #[serde(skip_serializing_if = "is_zero")]
     pub chunk: usize,
+    /// Print a per-kernel GPU timing table (timestamp queries) to stderr; GPU engine only.
+    #[serde(skip_serializing_if = "is_false")]
+    pub profile: bool,
 }
 
 const DEFAULT_GPU_MEMORY_MB: usize = 1024;
@@ -504,6 +567,9 @@ fn is_default_gpu_memory(v: &usize) -> bool {
 }
 fn is_zero(v: &usize) -> bool {
     *v == 0
+}
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 impl Default for Config {
@@ -541,6 +607,7 @@ impl Default for Config {
             adapter: None,
             gpu_memory_mb: DEFAULT_GPU_MEMORY_MB,
             chunk: 0,
+            profile: false,
         }
     }
 }
@@ -548,6 +615,29 @@ impl Default for Config {
 /// Largest layer index and head count the random stream layout can address.
 pub const MAX_LAYERS: usize = 1 << 20;
 pub const MAX_HEADS: usize = 1 << 8;
+/// Most entries of any one matrix of a sequence (state, weights, attention for the spectrum):
+/// 2^32, 32 GiB in f64. Larger runs are typing mistakes, and their sizes would overflow.
+pub const MAX_MATRIX_ENTRIES: u128 = 1 << 32;
+/// Most rows of per-sequence results, sequences x depth (each row is a few hundred bytes).
+pub const MAX_SEQUENCE_LAYERS: u128 = 1 << 30;
+pub const MAX_THREADS: usize = 4096;
+/// 1 TiB: more than any device has.
+pub const MAX_GPU_MEMORY_MB: usize = 1 << 20;
+
+/// Rejects `factors` whose product exceeds `limit`, naming the largest factor (the likely typo).
+fn check_size(what: &str, factors: &[(&'static str, usize)], limit: u128) -> Result<(), ConfigError> {
+    let product = factors.iter().fold(1u128, |p, &(_, v)| p.saturating_mul(v as u128));
+    if product <= limit {
+        return Ok(());
+    }
+    let &(field, value) = factors.iter().max_by_key(|(_, v)| *v).expect("at least one factor");
+    let named: Vec<String> = factors.iter().map(|(f, v)| format!("{f} ({v})")).collect();
+    Err(bad(
+        field,
+        value,
+        format!("{what}: {} = {product} is more than the {limit} allowed", named.join(" x ")),
+    ))
+}
 
 impl Config {
     pub fn head_rank(&self) -> usize {
@@ -567,10 +657,17 @@ impl Config {
         }
     }
     /// The configuration without the settings that only say how to run it (threads, adapter,
-    /// GPU memory, chunk), none of which changes a result on a given engine: what sweep point ids
-    /// and derived seeds are computed from.
+    /// GPU memory, chunk, profile), none of which changes a result on a given engine: what sweep
+    /// point ids and derived seeds are computed from.
     pub fn without_execution_settings(&self) -> Config {
-        Config { threads: 0, adapter: None, gpu_memory_mb: DEFAULT_GPU_MEMORY_MB, chunk: 0, ..self.clone() }
+        Config {
+            threads: 0,
+            adapter: None,
+            gpu_memory_mb: DEFAULT_GPU_MEMORY_MB,
+            chunk: 0,
+            profile: false,
+            ..self.clone()
+        }
     }
 
     /// Whether the attention spectrum is computed after layer `layer` (1-based).
@@ -602,6 +699,16 @@ impl Config {
         }
         if let Some(r) = self.head_rank {
             positive("head_rank", r)?;
+            if r > self.width {
+                return Err(bad(
+                    "head_rank",
+                    r,
+                    format!(
+                        "must be at most width = {} (the rank of W_Q W_K^T cannot exceed it)",
+                        self.width
+                    ),
+                ));
+            }
         }
         if let Some(v) = self.value_dim {
             positive("value_dim", v)?;
@@ -643,10 +750,19 @@ impl Config {
             }
         }
         if let Mlp::Hidden(_, k) = self.mlp {
-            if !(k.is_finite() && k > 0.0) || self.mlp_hidden() == 0 {
-                return Err(bad("mlp", self.mlp, "width multiplier K must be > 0 with K x width >= 1"));
+            let hidden = k * self.width as f64;
+            if !(k.is_finite() && k > 0.0 && hidden <= MAX_MATRIX_ENTRIES as f64) || self.mlp_hidden() == 0 {
+                return Err(bad(
+                    "mlp",
+                    self.mlp,
+                    format!(
+                        "width multiplier K must be > 0 with 1 <= K x width <= {MAX_MATRIX_ENTRIES} (width = {})",
+                        self.width
+                    ),
+                ));
             }
         }
+        self.check_sizes()?;
         if let Input::Shared(rho) = self.input {
             if !(0.0..=1.0).contains(&rho) {
                 return Err(bad("input", self.input, INPUT_ALLOWED));
@@ -680,8 +796,15 @@ impl Config {
             self.check_weights("mlp_weights", self.mlp_weights, d, h, false)?;
             self.check_weights("mlp_weights", self.mlp_weights, h, d, false)?;
         }
-        if self.gpu_memory_mb == 0 {
-            return Err(bad("gpu_memory_mb", self.gpu_memory_mb, "a positive number of MiB"));
+        if self.gpu_memory_mb == 0 || self.gpu_memory_mb > MAX_GPU_MEMORY_MB {
+            return Err(bad(
+                "gpu_memory_mb",
+                self.gpu_memory_mb,
+                format!("a number of MiB from 1 to {MAX_GPU_MEMORY_MB} (1 TiB)"),
+            ));
+        }
+        if self.threads > MAX_THREADS {
+            return Err(bad("threads", self.threads, format!("0 (all cores) to {MAX_THREADS}")));
         }
         if let Some(a) = &self.adapter {
             if a.trim().is_empty() {
@@ -693,6 +816,49 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Sizes whose products would overflow or ask for terabytes: every matrix of one sequence,
+    /// the n x n attention matrix when the spectrum is on, and the rows of results.
+    fn check_sizes(&self) -> Result<(), ConfigError> {
+        let (n, d, h) = (self.tokens, self.width, self.heads);
+        let m = MAX_MATRIX_ENTRIES;
+        check_size("one sequence's state", &[("tokens", n), ("width", d)], m)?;
+        check_size(
+            "W_Q and W_K of a layer",
+            &[("width", d), ("heads", h), ("head_rank", self.head_rank())],
+            m,
+        )?;
+        check_size("W_V of a layer", &[("width", d), ("heads", h), ("value_dim", self.value_dim())], m)?;
+        check_size(
+            "the concatenated heads",
+            &[("tokens", n), ("heads", h), ("value_dim", self.value_dim())],
+            m,
+        )?;
+        if self.mlp != Mlp::None {
+            let hidden = self.mlp_hidden();
+            let mlp = |what, rows: (&'static str, usize)| {
+                check_size(what, &[rows, ("mlp", hidden)], m).map_err(|e| ConfigError {
+                    field: "mlp",
+                    value: self.mlp.to_string(),
+                    allowed: e.allowed,
+                })
+            };
+            mlp("the MLP's weights (mlp = hidden width)", ("width", d))?;
+            mlp("the MLP's hidden state (mlp = hidden width)", ("tokens", n))?;
+        }
+        if self.spectrum_every > 0 && self.spectrum_every <= self.depth {
+            check_size(
+                "the attention matrix the spectrum forms (spectrum_every = 0 turns it off)",
+                &[("tokens", n), ("tokens", n)],
+                m,
+            )?;
+        }
+        check_size(
+            "per-sequence results",
+            &[("sequences", self.sequences), ("depth", self.depth)],
+            MAX_SEQUENCE_LAYERS,
+        )
     }
 
     fn check_weights(
@@ -718,9 +884,18 @@ impl Config {
         }
     }
 
-    /// Parses a TOML document (unknown keys are errors).
-    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
-        toml::from_str(text)
+    /// Every key a configuration file, a sweep's `[fixed]` and `[grid]` and `--set` accept.
+    pub fn keys() -> &'static [&'static str] {
+        field_names::<Config>()
+    }
+
+    /// Parses a TOML document; an unknown key is an error naming the closest valid key. Values
+    /// are not validated here (see [`Config::validate`]).
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let table: toml::Table = text.parse()?;
+        check_keys(table.keys(), Config::keys(), "in the configuration")?;
+        // Deserialised from the text again so that type errors keep toml's line and column.
+        Ok(toml::from_str(text)?)
     }
 }
 

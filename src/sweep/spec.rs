@@ -21,7 +21,7 @@
 //! (derived seed included), and the seed is a hash of (sweep seed, the configuration without its
 //! seed, repeat): adding values to the grid never changes the id or seed of an existing point.
 
-use crate::config::Config;
+use crate::config::{check_keys, field_names, Config};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -85,22 +85,55 @@ pub fn value_string(v: &toml::Value) -> String {
 }
 
 /// Parses a `key=value` override; the value is read as TOML, or as a string when it is not TOML.
+/// The key is checked against the configuration's keys (with a "did you mean").
 pub fn parse_set(s: &str) -> anyhow::Result<(String, toml::Value)> {
-    let (k, v) = s.split_once('=').ok_or_else(|| anyhow::anyhow!("--set {s:?}: expected key=value"))?;
+    let (k, v) = s.split_once('=').ok_or_else(|| {
+        anyhow::anyhow!("--set {s:?} is invalid: expected KEY=VALUE with KEY a configuration key")
+    })?;
     let key = k.trim().replace('-', "_");
+    check_keys([&key], Config::keys(), &format!("in --set {s:?}"))?;
     let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(v.to_string()));
+    check_value(&format!("--set {key}"), &key, &value)?;
     Ok((key, value))
+}
+
+/// Most points one sweep may expand to (each is held in memory, and hashed twice).
+pub const MAX_POINTS: usize = 1_000_000;
+
+/// Checks that `value` has the type and spelling of configuration key `key` (on its own: the
+/// constraints between fields are checked per point by `Config::validate`).
+fn check_value(place: &str, key: &str, value: &toml::Value) -> anyhow::Result<()> {
+    let single: toml::Table = [(key.to_string(), value.clone())].into_iter().collect();
+    toml::Value::Table(single)
+        .try_into::<Config>()
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{place} = {value} is invalid: {}", e.to_string().trim()))
+}
+
+/// A sweep name names Slurm and Kubernetes jobs and files: short, no spaces, no quotes.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let ok = (1..=64).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !ok {
+        anyhow::bail!(
+            "[sweep] name = {name:?} is invalid: 1 to 64 characters from A-Z a-z 0-9 . _ - (it names the Slurm and Kubernetes jobs)"
+        );
+    }
+    Ok(())
 }
 
 impl Spec {
     pub fn parse(text: &str) -> anyhow::Result<Spec> {
-        let raw: RawSpec = toml::from_str(text).map_err(|e| anyhow::anyhow!("sweep spec: {e}"))?;
-        if raw.sweep.repeats == 0 {
-            anyhow::bail!("sweep spec: [sweep] repeats = 0 is invalid: must be at least 1");
+        let doc: toml::Table = text.parse().map_err(|e| anyhow::anyhow!("sweep spec: {e}"))?;
+        check_keys(doc.keys(), field_names::<RawSpec>(), "at the top of the sweep spec")?;
+        if let Some(toml::Value::Table(header)) = doc.get("sweep") {
+            check_keys(header.keys(), field_names::<RawHeader>(), "in [sweep]")?;
         }
+        // Deserialised from the text so that type errors keep toml's line and column.
+        let raw: RawSpec = toml::from_str(text).map_err(|e| anyhow::anyhow!("sweep spec: {e}"))?;
         let mut grid = BTreeMap::new();
         for (k, v) in raw.grid {
             match v {
@@ -120,22 +153,76 @@ impl Spec {
             grid,
             exclude: raw.exclude,
         };
-        for key in spec.fixed.keys().chain(spec.grid.keys()) {
-            if key == "seed" {
-                anyhow::bail!("sweep spec: seed cannot be fixed or swept: use [sweep] seed and repeats");
-            }
-            if spec.fixed.contains_key(key) && spec.grid.contains_key(key) {
-                anyhow::bail!("sweep spec: {key} is both fixed and swept");
-            }
-        }
+        spec.check().map_err(|e| anyhow::anyhow!("sweep spec: {e}"))?;
+        // An exclusion of a swept key with a value the grid does not have would silently match
+        // nothing (a fixed key is left alone: `--set` may have fixed it to another value).
         for ex in &spec.exclude {
-            for key in ex.keys() {
-                if !spec.grid.contains_key(key) && !spec.fixed.contains_key(key) {
-                    anyhow::bail!("sweep spec: [[exclude]] names {key}, which is neither swept nor fixed");
+            for (key, value) in ex {
+                if let Some(values) = spec.grid.get(key) {
+                    if !values.iter().any(|v| same(v, value)) {
+                        let listed: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+                        anyhow::bail!(
+                            "sweep spec: [[exclude]] {key} = {value} is invalid: it matches no point; [grid] {key} has {}",
+                            listed.join(", ")
+                        );
+                    }
                 }
             }
         }
         Ok(spec)
+    }
+
+    /// The checks every spec passes, as written and after `--set`: known keys with values of
+    /// the right type, seed neither fixed nor swept, exclusions over swept or fixed keys, a
+    /// sensible name and number of points.
+    fn check(&self) -> anyhow::Result<()> {
+        check_name(&self.name)?;
+        if self.repeats == 0 {
+            anyhow::bail!("[sweep] repeats = 0 is invalid: must be at least 1");
+        }
+        self.point_count()?;
+        check_keys(self.fixed.keys(), Config::keys(), "in [fixed]")?;
+        check_keys(self.grid.keys(), Config::keys(), "in [grid]")?;
+        for (key, value) in &self.fixed {
+            check_value(&format!("[fixed] {key}"), key, value)?;
+        }
+        for (key, values) in &self.grid {
+            for value in values {
+                check_value(&format!("[grid] {key} value"), key, value)?;
+            }
+        }
+        for key in self.fixed.keys().chain(self.grid.keys()) {
+            if key == "seed" {
+                anyhow::bail!("seed cannot be fixed or swept: use [sweep] seed and repeats");
+            }
+            if self.fixed.contains_key(key) && self.grid.contains_key(key) {
+                anyhow::bail!("{key} is both fixed and swept");
+            }
+        }
+        for ex in &self.exclude {
+            check_keys(ex.keys(), Config::keys(), "in [[exclude]]")?;
+            for (key, value) in ex {
+                if !self.grid.contains_key(key) && !self.fixed.contains_key(key) {
+                    anyhow::bail!("[[exclude]] names {key}, which is neither swept nor fixed");
+                }
+                check_value(&format!("[[exclude]] {key}"), key, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Grid combinations times repeats (exclusions not subtracted), at most [`MAX_POINTS`].
+    pub fn point_count(&self) -> anyhow::Result<usize> {
+        let count = self.grid.values().fold(self.repeats as u128, |p, v| p.saturating_mul(v.len() as u128));
+        if count > MAX_POINTS as u128 {
+            let sizes: Vec<String> = self.grid.iter().map(|(k, v)| format!("{k} ({})", v.len())).collect();
+            anyhow::bail!(
+                "the sweep has {count} points ({} x repeats ({})): at most {MAX_POINTS} are allowed",
+                sizes.join(" x "),
+                self.repeats
+            );
+        }
+        Ok(count as usize)
     }
 
     /// Applies `--set key=value` overrides: a swept key becomes fixed.
@@ -147,6 +234,7 @@ impl Spec {
             self.grid.remove(k);
             self.fixed.insert(k.clone(), v.clone());
         }
+        self.check().map_err(|e| anyhow::anyhow!("with --set: {e}"))?;
         Ok(self)
     }
 
@@ -173,7 +261,7 @@ impl Spec {
     pub fn expand(&self) -> anyhow::Result<Vec<Point>> {
         let keys: Vec<&String> = self.grid.keys().collect();
         let sizes: Vec<usize> = keys.iter().map(|k| self.grid[*k].len()).collect();
-        let combos: usize = sizes.iter().product();
+        let combos: usize = self.point_count()? / self.repeats.max(1);
         let mut points = Vec::new();
         for c in 0..combos {
             // Mixed-radix digits, last key fastest.
@@ -255,19 +343,21 @@ pub struct Shard {
 impl std::str::FromStr for Shard {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Shard> {
-        let bad = || anyhow::anyhow!("--shard {s:?} is invalid: expected I/N with 0 <= I < N");
+        let bad = || anyhow::anyhow!("--shard {s:?} is invalid: expected I/N, whole numbers with 0 <= I < N");
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
         let (index, count): (usize, usize) =
             (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
-        if count == 0 || index >= count {
-            return Err(bad());
-        }
-        Ok(Shard { index, count })
+        Shard::new(index, count).ok_or_else(bad)
     }
 }
 
 impl Shard {
     pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Shard `index` of `count`, if `index < count`.
+    pub fn new(index: usize, count: usize) -> Option<Shard> {
+        (index < count).then_some(Shard { index, count })
+    }
 
     pub fn contains(&self, point: &Point) -> bool {
         point.index % self.count == self.index
@@ -280,7 +370,7 @@ impl Shard {
         let num = |name: &str| -> anyhow::Result<Option<usize>> {
             env(name)
                 .map(|v| {
-                    v.trim().parse::<usize>().map_err(|_| anyhow::anyhow!("{name}={v:?} is not a number"))
+                    v.trim().parse::<usize>().map_err(|_| anyhow::anyhow!("{name}={v:?} is invalid: expected a whole number >= 0"))
                 })
                 .transpose()
         };
@@ -289,19 +379,23 @@ impl Shard {
                 anyhow::anyhow!("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")
             })?;
             let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-            return format!(
-                "{}/{count}",
-                id.checked_sub(min)
-                    .ok_or_else(|| anyhow::anyhow!("SLURM_ARRAY_TASK_ID < SLURM_ARRAY_TASK_MIN"))?
-            )
-            .parse()
-            .map(Some);
+            let shard = id.checked_sub(min).and_then(|index| Shard::new(index, count));
+            return shard.map(Some).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "SLURM_ARRAY_TASK_ID={id} with SLURM_ARRAY_TASK_MIN={min} and SLURM_ARRAY_TASK_COUNT={count} \
+                     is not a shard: needs MIN <= ID < MIN + COUNT"
+                )
+            });
         }
         if let Some(id) = num("JOB_COMPLETION_INDEX")? {
             let count = num("RANKCOLLAPSE_SHARD_COUNT")?.ok_or_else(|| {
                 anyhow::anyhow!("JOB_COMPLETION_INDEX is set but RANKCOLLAPSE_SHARD_COUNT is not (the emitted k8s Job sets it)")
             })?;
-            return format!("{id}/{count}").parse().map(Some);
+            return Shard::new(id, count).map(Some).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "JOB_COMPLETION_INDEX={id} with RANKCOLLAPSE_SHARD_COUNT={count} is not a shard: needs INDEX < COUNT"
+                )
+            });
         }
         Ok(None)
     }
@@ -380,8 +474,8 @@ mod tests {
 
     #[test]
     fn bad_specs_are_rejected_with_the_offending_name() {
-        let e = Spec::parse(&SPEC.replace("width = 8", "widht = 8")).unwrap().expand().unwrap_err();
-        assert!(e.to_string().contains("widht"), "{e}");
+        let e = Spec::parse(&SPEC.replace("width = 8", "widht = 8")).unwrap_err();
+        assert!(e.to_string().contains("`widht` in [fixed]: did you mean `width`?"), "{e}");
         let e = Spec::parse(&SPEC.replace("depth = [2, 3]", "dept = [2, 3]")).unwrap_err();
         assert!(e.to_string().contains("depth"), "{e}");
         let e =
