@@ -141,7 +141,7 @@ pub struct SweepRunArgs {
     pub force: bool,
     /// Run shard I of N (0-based); default: from SLURM_ARRAY_TASK_ID/COUNT/MIN or
     /// JOB_COMPLETION_INDEX with RANKCOLLAPSE_SHARD_COUNT, else the whole sweep.
-    #[arg(long, value_parser = |s: &str| s.parse::<crate::sweep::spec::Shard>().map_err(|e| e.to_string()))]
+    #[arg(long, allow_hyphen_values = true, value_parser = |s: &str| s.parse::<crate::sweep::spec::Shard>().map_err(|e| e.to_string()))]
     pub shard: Option<crate::sweep::spec::Shard>,
     /// CPU threads per point (default: the spec's, 0 = all cores).
     #[arg(long, allow_negative_numbers = true, value_parser = thread_count)]

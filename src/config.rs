@@ -90,7 +90,8 @@ pub fn check_keys<'k>(
         }
         let distance = |name: &str| strsim::damerau_levenshtein(&key.replace('-', "_"), name);
         let closest = valid.iter().copied().min_by_key(|name| distance(name)).unwrap_or("");
-        let far = distance(closest) > 2;
+        // A suggestion that changes more than a third of the name is a guess: list them all.
+        let far = distance(closest) * 3 > closest.len().max(key.len());
         let listing = if far { format!(" (valid keys: {})", valid.join(", ")) } else { String::new() };
         return Err(UnknownKey { key: key.clone(), place: place.to_string(), closest, listing });
     }

@@ -96,7 +96,7 @@ pub fn parse_set(s: &str) -> anyhow::Result<(String, toml::Value)> {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(v.to_string()));
-    check_value(&format!("--set {key}"), &key, &value)?;
+    check_value(&format!("--set {}", k.trim()), &key, &value)?;
     Ok((key, value))
 }
 
@@ -370,7 +370,9 @@ impl Shard {
         let num = |name: &str| -> anyhow::Result<Option<usize>> {
             env(name)
                 .map(|v| {
-                    v.trim().parse::<usize>().map_err(|_| anyhow::anyhow!("{name}={v:?} is invalid: expected a whole number >= 0"))
+                    v.trim()
+                        .parse::<usize>()
+                        .map_err(|_| anyhow::anyhow!("{name}={v:?} is invalid: expected a whole number >= 0"))
                 })
                 .transpose()
         };

@@ -173,5 +173,5 @@ fn config_validation_rejects_each_invalid_field() {
         assert!(e.to_string().starts_with(field), "{e}");
     }
     let e = Config::from_toml("depht = 3").unwrap_err().to_string();
-    assert!(e.contains("unknown field") && e.contains("depht"), "{e}");
+    assert!(e.contains("unknown key `depht`") && e.contains("did you mean `depth`?"), "{e}");
 }

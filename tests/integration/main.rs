@@ -9,3 +9,4 @@ mod properties;
 mod reference;
 mod reproduce;
 mod sweep;
+mod validation;
