@@ -1,15 +1,20 @@
 //! The `rankcollapse` binary: parse, dispatch, print the error chain, set the exit code.
+//! SIGINT/SIGTERM abandon the computation in flight of `run` and `sweep run` (exit 130/143);
+//! a second signal exits at once.
 
 use clap::Parser;
 use rankcollapse::cli::{Cli, Command, Emit, Format, RunArgs, SweepCommand};
-use rankcollapse::sweep;
-use rankcollapse::{engine, output};
+use rankcollapse::output;
+use rankcollapse::output::Nonfinite;
+use rankcollapse::sweep::{self, Computed};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
 use std::time::Instant;
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(&args),
+        Command::Run(args) => stop_on_signals().and_then(|stop| run(&args, &stop)),
         Command::Sweep(cmd) => sweep_command(cmd),
         Command::Plot(args) => plot(&args),
         Command::Devices => {
@@ -30,27 +35,74 @@ fn main() {
     }
 }
 
-/// `rankcollapse run`; returns the exit code (1 when some values were non-finite).
-fn run(args: &RunArgs) -> anyhow::Result<i32> {
+/// The stop request SIGINT and SIGTERM set: the signal's number (0 while none came). The first
+/// signal only sets it (the work checks it and stops cleanly); a second one exits at once with
+/// 128 + its number (signal-hook's conditional shutdown, registered first so that it sees the
+/// flag before the first signal arms it). Only `run` and `sweep run` install it; every other
+/// command keeps the default action (end at once).
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicUsize>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        let installed =
+            signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&armed))
+                .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&armed)))
+                .and_then(|_| signal_hook::flag::register_usize(signal, Arc::clone(&stop), signal as usize));
+        installed
+            .map_err(|e| anyhow::anyhow!("installing the {} handler: {e}", signal_name(signal as usize)))?;
+    }
+    Ok(stop)
+}
+
+/// The conventional exit status after a signal: 128 + its number (130 SIGINT, 143 SIGTERM).
+fn signal_exit(signal: usize) -> i32 {
+    128 + signal as i32
+}
+
+fn signal_name(signal: usize) -> String {
+    signal_hook::low_level::signal_name(signal as i32)
+        .map_or_else(|| format!("signal {signal}"), str::to_string)
+}
+
+/// `rankcollapse run`; returns the exit code (1 when some values were non-finite, 130/143 when
+/// a signal stopped it). A signal during the compute abandons it and writes nothing; the files of
+/// `--out` are written only from a finished compute, `manifest.json` last (and an old one
+/// removed first), so a directory with a manifest holds one run's whole results.
+fn run(args: &RunArgs, stop: &AtomicUsize) -> anyhow::Result<i32> {
     let started = Instant::now();
     let cfg = args.to_config()?;
     if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating --out {}: {e}", dir.display()))?;
+        output::probe_output_dir(dir)?;
+        output::remove_stale_temps(dir, std::time::Duration::from_secs(3600));
     }
-    let out = engine::run(&cfg)?;
+    let out = match sweep::compute(&cfg, stop) {
+        Computed::Finished(r) => r.map_err(anyhow::Error::msg)?,
+        Computed::Abandoned(signal) => {
+            eprintln!(
+                "interrupted by {}: the run was abandoned before its compute finished; nothing was written",
+                signal_name(signal)
+            );
+            return Ok(signal_exit(signal));
+        }
+    };
     let stats = output::summaries(&out);
     let manifest = output::manifest(&cfg, &out, &stats, started.elapsed().as_secs_f64());
     if let Some(dir) = &args.out {
+        let manifest_path = dir.join("manifest.json");
+        match std::fs::remove_file(&manifest_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                anyhow::bail!("removing the old {}: {e}", manifest_path.display())
+            }
+            _ => {}
+        }
         output::write_atomic(&dir.join("layers.csv"), &output::layers_csv(&stats)?)?;
         if args.sequences_csv {
             output::write_atomic(&dir.join("sequences.csv"), &output::sequences_csv(&out)?)?;
         }
-        output::write_atomic(
-            &dir.join("manifest.json"),
-            serde_json::to_string_pretty(&manifest)?.as_bytes(),
-        )?;
+        output::write_atomic(&manifest_path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
     }
-    let bad = output::total_nonfinite(&stats);
+    let nonfinite = Nonfinite::of_stats(&stats);
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&output::result_json(manifest, &stats))?),
         Format::Table => {
@@ -66,43 +118,81 @@ fn run(args: &RunArgs) -> anyhow::Result<i32> {
             print!("{}", output::table(&stats));
         }
     }
-    if bad > 0 {
-        let per_metric: Vec<String> = rankcollapse::metrics::METRICS
-            .iter()
-            .filter_map(|name| {
-                let k: usize =
-                    stats.iter().flatten().filter(|(n, _)| n == name).map(|(_, s)| s.nonfinite).sum();
-                (k > 0).then(|| format!("{name} {k}"))
-            })
-            .collect();
+    if nonfinite.total() > 0 {
+        let floor = match cfg.precision {
+            rankcollapse::config::Precision::F32 => rankcollapse::metrics::sigma_ratio_floor::<f32>(),
+            rankcollapse::config::Precision::F64 => rankcollapse::metrics::sigma_ratio_floor::<f64>(),
+        };
+        let mut parts = Vec::new();
+        if nonfinite.withheld > 0 {
+            parts.push(format!(
+                "{} withheld (below {floor:.1e} of the sigma_1 they are resolved against; not a fault): {}",
+                nonfinite.withheld,
+                nonfinite.describe(true)
+            ));
+        }
+        if nonfinite.faults > 0 {
+            parts.push(format!("{} numerical faults: {}", nonfinite.faults, nonfinite.describe(false)));
+        }
         eprintln!(
-            "warning: {bad} values are not in the statistics (the nonfinite column): {}. sigma_ratio is \
-             withheld where it lies below {:.1e} of the sigma_1 it is resolved against; any other metric \
-             here is a numerical fault.",
-            per_metric.join(", "),
-            match cfg.precision {
-                rankcollapse::config::Precision::F32 => rankcollapse::metrics::sigma_ratio_floor::<f32>(),
-                rankcollapse::config::Precision::F64 => rankcollapse::metrics::sigma_ratio_floor::<f64>(),
-            }
+            "warning: {} values are not in the statistics (the nonfinite column): {}",
+            nonfinite.total(),
+            parts.join("; ")
         );
-        return Ok(1);
     }
-    Ok(0)
+    if let Some(signal) = sweep::stop_requested(stop) {
+        eprintln!(
+            "interrupted by {} after the compute finished: every file was written",
+            signal_name(signal)
+        );
+        return Ok(signal_exit(signal));
+    }
+    Ok(i32::from(nonfinite.total() > 0))
 }
 
 fn sweep_command(cmd: SweepCommand) -> anyhow::Result<i32> {
     match cmd {
         SweepCommand::Run(a) => {
+            let stop = stop_on_signals()?;
+            let stop = &*stop;
             sweep::parse_devices(&a.devices)?;
             let spec = sweep::load(&a.spec, &a.set)?;
-            let code = sweep::run(
+            let report = sweep::run(
                 &spec,
-                &sweep::RunOptions { out: &a.out, force: a.force, shard: a.shard, threads: a.threads },
+                &sweep::RunOptions { out: &a.out, force: a.force, shard: a.shard, threads: a.threads, stop },
             )?;
-            if code == 0 && a.out.join("merged.csv").exists() {
+            if report.merged {
                 default_plot(&a.out);
             }
-            Ok(code)
+            if report.failed > 0 {
+                eprintln!(
+                    "error: {} points of this shard failed (recorded with the reason; `sweep status {}` lists them, a rerun retries them)",
+                    report.failed,
+                    a.out.display()
+                );
+            }
+            if !report.nonfinite.is_empty() {
+                let (withheld, faults) =
+                    report.nonfinite.iter().fold((0, 0), |(w, f), (_, pw, pf)| (w + pw, f + pf));
+                eprintln!(
+                    "warning: {} done points of this shard have non-finite values left out of their statistics: {} (`sweep status {}` lists them)",
+                    report.nonfinite.len(),
+                    sweep::describe_nonfinite(withheld, faults),
+                    a.out.display()
+                );
+            }
+            if let Some((signal, abandoned)) = report.interrupted {
+                eprintln!(
+                    "interrupted by {}: {} of {} points of this shard done, {}; resume with the same command",
+                    signal_name(signal),
+                    report.done,
+                    report.shard_points,
+                    abandoned
+                        .map_or_else(|| "no point in flight".to_string(), |p| format!("point {p} abandoned"))
+                );
+                return Ok(signal_exit(signal));
+            }
+            Ok(report.code())
         }
         SweepCommand::Plan(a) => {
             let spec = sweep::load(&a.spec, &a.set)?;

@@ -1,16 +1,20 @@
 //! Sweeps: `sweep run` (this process's shard of a spec, resumable), `sweep plan` (points,
 //! shards, cost, and Slurm / Kubernetes job files), `sweep status` and `sweep merge` (from the
 //! files alone). Slurm job arrays and Kubernetes Indexed Jobs are the distributed engine: each
-//! task runs one shard, chosen from its environment.
+//! task runs one shard, chosen from its environment. A stop request (SIGINT/SIGTERM, set by the
+//! binary) abandons the point in flight without recording it.
 
 pub mod emit;
 pub mod spec;
 pub mod store;
 
+use crate::config::Config;
+use crate::engine::RunOutput;
 use spec::{Point, Shard, Spec};
 use std::io::IsTerminal;
 use std::path::Path;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// The effective spec: the file plus `--set` overrides.
 pub fn load(spec_file: &Path, sets: &[String]) -> anyhow::Result<Spec> {
@@ -36,13 +40,53 @@ pub struct RunOptions<'a> {
     pub force: bool,
     pub shard: Option<Shard>,
     pub threads: Option<usize>,
+    /// The number of the signal that asked to stop (0: none), set by the binary's handlers.
+    pub stop: &'a AtomicUsize,
 }
 
-/// Runs every point of this process's shard that is not finished; returns the exit code
-/// (0: all of the shard done, 1: some failed).
-pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<i32> {
+/// What `sweep run` did with this process's shard.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Points of the shard (done before or now).
+    pub shard_points: usize,
+    /// Points of the shard whose record says done.
+    pub done: usize,
+    /// Points that failed in this run.
+    pub failed: usize,
+    /// Done points of the shard with non-finite values: (id, withheld, faults).
+    pub nonfinite: Vec<(String, usize, usize)>,
+    /// Whether this run wrote `merged.csv` (the sweep is complete).
+    pub merged: bool,
+    /// The stop request that ended the run early: the signal, and the point abandoned (if one
+    /// was in flight).
+    pub interrupted: Option<(usize, Option<String>)>,
+}
+
+impl RunReport {
+    /// The exit code without an interruption: 1 when a point failed or has non-finite values.
+    pub fn code(&self) -> i32 {
+        i32::from(self.failed > 0 || !self.nonfinite.is_empty())
+    }
+}
+
+/// Stray temporary files older than this are removed when a sweep starts, whichever host wrote
+/// them; a live write takes milliseconds.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+
+/// Runs every point of this process's shard that is not finished. A stop request abandons the
+/// point in flight (not recorded, so a rerun computes it) and returns at once.
+pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<RunReport> {
     let points = spec.expand()?;
+    crate::output::probe_output_dir(opts.out)?;
     store::init(opts.out, spec, opts.force)?;
+    crate::output::probe_output_dir(&opts.out.join("points"))?;
+    let stale: Vec<_> = [opts.out.to_path_buf(), opts.out.join("points")]
+        .iter()
+        .flat_map(|d| crate::output::remove_stale_temps(d, STALE_TEMP_AGE))
+        .collect();
+    if !stale.is_empty() {
+        log(&format!("removed {} stray temporary files of an interrupted run", stale.len()));
+    }
     let shard = match opts.shard {
         Some(s) => s,
         None => Shard::from_env(|k| std::env::var(k).ok())?.unwrap_or(Shard::ALL),
@@ -64,8 +108,12 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<i32> {
         mine.len() - todo.len(),
         todo.len()
     ));
-    let mut failed = 0;
+    let mut report = RunReport { shard_points: mine.len(), ..RunReport::default() };
     for p in todo {
+        if let Some(signal) = stop_requested(opts.stop) {
+            report.interrupted = Some((signal, None));
+            break;
+        }
         let mut cfg = p.config.clone();
         if let Some(t) = opts.threads {
             cfg.threads = t;
@@ -74,27 +122,24 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<i32> {
         // Test hook: RANKCOLLAPSE_TEST_FAIL_POINT=<id> makes that point fail, to exercise the
         // failure path without a real fault.
         let injected = std::env::var("RANKCOLLAPSE_TEST_FAIL_POINT").is_ok_and(|v| v == p.id);
-        let outcome = std::panic::catch_unwind(|| {
-            if injected {
-                anyhow::bail!("injected failure (RANKCOLLAPSE_TEST_FAIL_POINT)");
+        let outcome = if injected {
+            Err("injected failure (RANKCOLLAPSE_TEST_FAIL_POINT)".to_string())
+        } else {
+            match compute(&cfg, opts.stop) {
+                Computed::Finished(r) => r,
+                Computed::Abandoned(signal) => {
+                    report.interrupted = Some((signal, Some(format!("{} ({})", p.id, describe(p)))));
+                    break;
+                }
             }
-            crate::engine::run(&cfg)
-        })
-        .map_err(|e| {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
-            format!("panic: {}", msg.unwrap_or_else(|| "unknown".into()))
-        })
-        .and_then(|r| r.map_err(|e| format!("{e:#}")))
-        .map(|out| {
+        };
+        let outcome = outcome.map(|out| {
             let stats = crate::output::summaries(&out);
             let layers = store::layers_json(&stats);
             (out, layers)
         });
         if outcome.is_err() {
-            failed += 1;
+            report.failed += 1;
         }
         let status = if outcome.is_ok() { "done" } else { "failed" };
         let rec = store::record(p, outcome);
@@ -110,13 +155,71 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<i32> {
         ));
     }
     progress.finish();
-    let census = store::census(opts.out, &points);
-    if census.done == points.len() {
-        let merged = store::merged_csv(opts.out, spec, &points)?;
-        crate::output::write_atomic(&opts.out.join("merged.csv"), &merged)?;
-        log(&format!("sweep {} complete: {} written", spec.name, opts.out.join("merged.csv").display()));
+    let shard_census = store::census(opts.out, mine.iter().copied());
+    report.done = shard_census.done;
+    report.nonfinite = shard_census.nonfinite;
+    if report.interrupted.is_none() && stop_requested(opts.stop).is_none() {
+        let census = store::census(opts.out, &points);
+        if census.done == points.len() {
+            let merged = store::merged_csv(opts.out, spec, &points)?;
+            crate::output::write_atomic(&opts.out.join("merged.csv"), &merged)?;
+            report.merged = true;
+            log(&format!("sweep {} complete: {} written", spec.name, opts.out.join("merged.csv").display()));
+        }
     }
-    Ok(if failed > 0 { 1 } else { 0 })
+    Ok(report)
+}
+
+/// The signal that asked to stop, if one did.
+pub fn stop_requested(stop: &AtomicUsize) -> Option<usize> {
+    match stop.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
+/// How [`compute`] ended.
+pub enum Computed {
+    /// The engine's result, or why it failed (its error chain, or the panic message).
+    Finished(Result<RunOutput, String>),
+    /// A stop was requested (by this signal) before the engine finished.
+    Abandoned(usize),
+}
+
+/// Runs `engine::run` on a thread of its own and waits for it or for a stop request in `stop`,
+/// whichever comes first (checked every 50 ms). An abandoned computation is left to end with
+/// the process: the engine cannot be interrupted, and nothing it computed is recorded. Used by
+/// `sweep run` per point and by `rankcollapse run`.
+pub fn compute(cfg: &Config, stop: &AtomicUsize) -> Computed {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cfg = cfg.clone();
+    let worker = std::thread::Builder::new().name("engine".into()).spawn(move || {
+        let result = std::panic::catch_unwind(|| crate::engine::run(&cfg))
+            .map_err(|e| {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+                format!("panic: {}", msg.unwrap_or_else(|| "unknown".into()))
+            })
+            .and_then(|r| r.map_err(|e| format!("{e:#}")));
+        let _ = tx.send(result);
+    });
+    if let Err(e) = worker {
+        return Computed::Finished(Err(format!("cannot start the engine's thread: {e}")));
+    }
+    loop {
+        if let Some(signal) = stop_requested(stop) {
+            return Computed::Abandoned(signal);
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(result) => return Computed::Finished(result),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Computed::Finished(Err("the engine's thread ended without a result".into()))
+            }
+        }
+    }
 }
 
 fn describe(p: &Point) -> String {
@@ -207,15 +310,19 @@ pub fn status(dir: &Path) -> anyhow::Result<(String, i32)> {
     let (spec, points) = stored(dir)?;
     let c = store::census(dir, &points);
     let mut out = format!(
-        "sweep {}: {} points: {} done, {} failed, {} missing\n",
+        "sweep {}: {} points: {} done, {} failed, {} missing; {} done with non-finite values\n",
         spec.name,
         points.len(),
         c.done,
         c.failed.len(),
-        c.missing.len()
+        c.missing.len(),
+        c.nonfinite.len()
     );
     for (id, why) in &c.failed {
         out += &format!("failed  {id}: {why}\n");
+    }
+    for (id, withheld, faults) in &c.nonfinite {
+        out += &format!("nonfinite {id}: {}\n", describe_nonfinite(*withheld, *faults));
     }
     for id in c.missing.iter().take(20) {
         out += &format!("missing {id}\n");
@@ -224,6 +331,13 @@ pub fn status(dir: &Path) -> anyhow::Result<(String, i32)> {
         out += &format!("... and {} more missing\n", c.missing.len() - 20);
     }
     Ok((out, if c.done == points.len() { 0 } else { 1 }))
+}
+
+/// "4 withheld values (sigma_ratio below its resolution floor: not a fault), 0 numerical faults".
+pub fn describe_nonfinite(withheld: usize, faults: usize) -> String {
+    format!(
+        "{withheld} withheld values (sigma_ratio below its resolution floor: not a fault), {faults} numerical faults"
+    )
 }
 
 /// `sweep merge`: writes the merged CSV; returns the report and the exit code (1 when
@@ -240,6 +354,14 @@ pub fn merge(dir: &Path, output: Option<&Path>, allow_partial: bool) -> anyhow::
     let path = output.map(Path::to_path_buf).unwrap_or_else(|| dir.join("merged.csv"));
     crate::output::write_atomic(&path, &store::merged_csv(dir, &spec, &points)?)?;
     report += &format!("merged {} of {} points into {}\n", c.done, points.len(), path.display());
+    if !c.nonfinite.is_empty() {
+        let (withheld, faults) = c.nonfinite.iter().fold((0, 0), |(w, f), (_, pw, pf)| (w + pw, f + pf));
+        report += &format!(
+            "{} merged points have non-finite values left out of their statistics (the nonfinite column): {}\n",
+            c.nonfinite.len(),
+            describe_nonfinite(withheld, faults)
+        );
+    }
     Ok((report, 0))
 }
 

@@ -3,7 +3,7 @@
 //! restarts after a kill) leaves only whole records. Status and merge read the files alone.
 
 use super::spec::{Point, Spec};
-use crate::output::{num, write_atomic};
+use crate::output::{num, write_atomic, Nonfinite};
 use anyhow::Context;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -32,7 +32,11 @@ pub fn read_record(dir: &Path, point: &Point) -> Option<Value> {
 }
 
 pub fn status(dir: &Path, point: &Point) -> Status {
-    match read_record(dir, point) {
+    status_of(read_record(dir, point).as_ref())
+}
+
+fn status_of(record: Option<&Value>) -> Status {
+    match record {
         Some(v) if v["status"] == "done" => Status::Done,
         Some(v) if v["status"] == "failed" => {
             Status::Failed(v["error"].as_str().unwrap_or("unknown").to_string())
@@ -75,7 +79,14 @@ pub fn record(point: &Point, outcome: Result<(crate::engine::RunOutput, Value), 
     let mut v = base;
     match outcome {
         Ok((out, layers)) => {
+            let nonfinite = nonfinite_of(&layers);
             v["status"] = json!("done");
+            // Visible without reading the layers: the counts, split into values withheld below
+            // their resolution floor and numerical faults, and where they are.
+            v["nonfinite"] = json!(nonfinite.total());
+            v["nonfinite_withheld"] = json!(nonfinite.withheld);
+            v["nonfinite_faults"] = json!(nonfinite.faults);
+            v["nonfinite_by_layer"] = nonfinite.by_layer_json();
             v["engine"] = json!(out.engine);
             v["engine_reason"] = json!(out.engine_reason);
             v["adapter"] = Value::Null;
@@ -109,6 +120,20 @@ pub fn layers_json(stats: &[Vec<(&'static str, crate::metrics::Summary)>]) -> Va
     )
 }
 
+/// The non-finite counts of a record's `layers` (as [`layers_json`] writes them).
+pub fn nonfinite_of(layers: &Value) -> Nonfinite {
+    let mut n = Nonfinite::default();
+    for row in layers.as_array().into_iter().flatten() {
+        let (Some(layer), Some(metric), Some(count)) =
+            (row["layer"].as_u64(), row["metric"].as_str(), row["nonfinite"].as_u64())
+        else {
+            continue;
+        };
+        n.add(layer as usize, metric, count as usize);
+    }
+    n
+}
+
 fn float_of(v: &Value) -> String {
     match v {
         Value::Number(n) => n.as_f64().map_or_else(String::new, |x| x.to_string()),
@@ -117,19 +142,29 @@ fn float_of(v: &Value) -> String {
     }
 }
 
-/// Counts of a sweep's points by status, with the ids of the failed (and why) and the missing.
+/// Counts of a sweep's points by status, with the ids of the failed (and why) and the missing,
+/// and the done points whose statistics left out non-finite values.
 #[derive(Debug, Default)]
 pub struct Census {
     pub done: usize,
     pub failed: Vec<(String, String)>,
     pub missing: Vec<String>,
+    /// Done points with non-finite values: (id, withheld, faults).
+    pub nonfinite: Vec<(String, usize, usize)>,
 }
 
-pub fn census(dir: &Path, points: &[Point]) -> Census {
+pub fn census<'a>(dir: &Path, points: impl IntoIterator<Item = &'a Point>) -> Census {
     let mut c = Census::default();
     for p in points {
-        match status(dir, p) {
-            Status::Done => c.done += 1,
+        let rec = read_record(dir, p);
+        match status_of(rec.as_ref()) {
+            Status::Done => {
+                c.done += 1;
+                let n = rec.as_ref().map(|r| nonfinite_of(&r["layers"])).unwrap_or_default();
+                if n.total() > 0 {
+                    c.nonfinite.push((p.id.clone(), n.withheld, n.faults));
+                }
+            }
             Status::Failed(why) => c.failed.push((p.id.clone(), why)),
             Status::Missing => c.missing.push(p.id.clone()),
         }
