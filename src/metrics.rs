@@ -4,7 +4,7 @@
 use crate::linalg::{dot, lanczos_top};
 use crate::model::state::{exp_or_zero, Tracked};
 use crate::model::{AttentionStats, Real};
-use ndarray::{Array1, Array2, Axis};
+use ndarray::{s, Array1, Array2, Axis};
 use serde::Serialize;
 
 /// Metric names, in the order of `layers.csv` and of [`LayerMetrics::values`].
@@ -202,9 +202,41 @@ fn second_eigenvalue(
     (2.0 * l + x.max(0.0).ln(), 2.0 * l + nf.ln())
 }
 
-/// Mean |cos| over all pairs of distinct tokens.
-fn mean_abs_cos(x: &Array2<f64>) -> f64 {
+/// Mean |cos| over all pairs of distinct tokens, in blocks of rows: each block of unit rows is
+/// multiplied by the rows from its first one on, so memory stays linear in n (a block is at most
+/// `COS_BLOCK_ELEMENTS` entries; the dense n x n Gram would be 2 GB at n = 16384) and only the
+/// upper triangle is computed. Pairs are summed row by row in the order of [`mean_abs_cos_dense`].
+pub fn mean_abs_cos(x: &Array2<f64>) -> f64 {
+    mean_abs_cos_in_blocks(x, COS_BLOCK_ELEMENTS / x.nrows().max(1))
+}
+
+/// [`mean_abs_cos`] with blocks of `rows` rows (tests pick awkward block sizes).
+#[doc(hidden)]
+pub fn mean_abs_cos_in_blocks(x: &Array2<f64>, rows: usize) -> f64 {
     let n = x.nrows();
+    let unit = unit_rows(x);
+    let rows = rows.clamp(1, n.max(1));
+    let mut total = 0.0;
+    let mut i0 = 0;
+    while i0 < n {
+        let i1 = (i0 + rows).min(n);
+        let gram = unit.slice(s![i0..i1, ..]).dot(&unit.slice(s![i0.., ..]).t());
+        for i in i0..i1 {
+            let row = gram.row(i - i0);
+            for j in i + 1..n {
+                total += row[j - i0].abs().min(1.0);
+            }
+        }
+        i0 = i1;
+    }
+    total / (n * (n - 1) / 2) as f64
+}
+
+/// Largest block of the Gram matrix that [`mean_abs_cos`] forms (32 MB of f64).
+const COS_BLOCK_ELEMENTS: usize = 1 << 22;
+
+/// The rows of `x` scaled to unit length (zero rows stay zero).
+fn unit_rows(x: &Array2<f64>) -> Array2<f64> {
     let mut unit = x.clone();
     for mut row in unit.rows_mut() {
         let norm = row.dot(&row).sqrt();
@@ -212,6 +244,14 @@ fn mean_abs_cos(x: &Array2<f64>) -> f64 {
             row /= norm;
         }
     }
+    unit
+}
+
+/// [`mean_abs_cos`] through the whole n x n Gram matrix: the slow, obvious twin for tests.
+#[doc(hidden)]
+pub fn mean_abs_cos_dense(x: &Array2<f64>) -> f64 {
+    let n = x.nrows();
+    let unit = unit_rows(x);
     let gram = unit.dot(&unit.t());
     let mut total = 0.0;
     for i in 0..n {

@@ -25,6 +25,7 @@ use super::{AttentionStats, HeadWeights, LayerWeights, Real};
 use crate::config::{Attention, Config, Mask};
 use crate::linalg::lanczos_top;
 use ndarray::{s, Array1, Array2};
+use std::borrow::Cow;
 
 const ROW_BLOCK: usize = 64;
 
@@ -62,13 +63,13 @@ pub fn attention_layer<T: Real>(
 }
 
 /// The scores of one row, enough to form every weight of that row exactly.
-struct Row {
+struct Row<'a> {
     lo: usize,
     /// The logits of p.
-    z: Vec<f64>,
+    z: Cow<'a, [f64]>,
     /// Base distribution p (softmax of the mean-token scores, or the fixed A) and its logs.
-    p: Vec<f64>,
-    log_p: Vec<f64>,
+    p: Cow<'a, [f64]>,
+    log_p: Cow<'a, [f64]>,
     /// x_ij = e^{2g} s^2 b_ij (split regime) or b_ij (linear regime); empty when A = p.
     x: Vec<f64>,
     /// l_i = log sum_j p_j e^{x_ij} (split regime), kept as the index k of its largest term
@@ -77,7 +78,7 @@ struct Row {
     corr: f64,
 }
 
-impl Row {
+impl Row<'_> {
     fn len(&self) -> usize {
         self.p.len()
     }
@@ -154,9 +155,10 @@ pub fn attend<T: Real>(
     let fa = exp_or_zero(la);
     let fb = exp_or_zero(lb);
 
-    let row_of = |i: usize, b_row: Option<ndarray::ArrayView1<T>>, b_lo: usize| -> Row {
-        let (rlo, rhi) = mask.range(i, n);
-        let logits: Vec<f64> = match cfg.attention {
+    // The logits of p depend on the query only through its key range (softmax of the mean-token
+    // scores, uniform): under the full mask every row has the same p, computed once.
+    let logits_of = |i: usize, rlo: usize, rhi: usize| -> Vec<f64> {
+        match cfg.attention {
             Attention::Softmax => (rlo..rhi)
                 .map(|j| match (&a_part, fa) {
                     (Some(a), f) if f > 0.0 => f * a[j],
@@ -169,13 +171,28 @@ pub fn attend<T: Real>(
             }
             Attention::Uniform => vec![0.0; rhi - rlo],
             Attention::Identity => (rlo..rhi).map(|j| if j == i { 0.0 } else { f64::NEG_INFINITY }).collect(),
+        }
+    };
+    let shared_base =
+        (mask == Mask::Full && matches!(cfg.attention, Attention::Softmax | Attention::Uniform)).then(|| {
+            let z = logits_of(0, 0, n);
+            let (p, log_p) = softmax(&z);
+            (z, p, log_p)
+        });
+    let row_of = |i: usize, b_row: Option<ndarray::ArrayView1<T>>, b_lo: usize| -> Row {
+        let (rlo, rhi) = mask.range(i, n);
+        let (z, p, log_p) = match &shared_base {
+            Some((z, p, log_p)) => (Cow::Borrowed(&z[..]), Cow::Borrowed(&p[..]), Cow::Borrowed(&log_p[..])),
+            None => {
+                let z = logits_of(i, rlo, rhi);
+                let (p, log_p) = softmax(&z);
+                (Cow::Owned(z), Cow::Owned(p), Cow::Owned(log_p))
+            }
         };
-        let (p, log_p) = softmax(&logits);
-        let mut row = Row { lo: rlo, z: logits, p, log_p, x: Vec::new(), l_arg: None, corr: 0.0 };
+        let mut row = Row { lo: rlo, z, p, log_p, x: Vec::new(), l_arg: None, corr: 0.0 };
         if let Some(b) = b_row {
-            let b: Vec<f64> = (rlo..rhi).map(|j| b[j - b_lo].f() * tau).collect();
             if regime == Regime::Split {
-                row.x = b.iter().map(|&v| fb * v).collect();
+                row.x = (rlo..rhi).map(|j| fb * (b[j - b_lo].f() * tau)).collect();
                 if row.x.iter().all(|v| v.abs() <= 1.0) {
                     row.corr = row.p.iter().zip(&row.x).map(|(p, x)| p * x.exp_m1()).sum::<f64>().ln_1p();
                 } else {
@@ -185,7 +202,7 @@ pub fn attend<T: Real>(
                     row.corr = corr;
                 }
             } else {
-                row.x = b;
+                row.x = (rlo..rhi).map(|j| b[j - b_lo].f() * tau).collect();
             }
         }
         row
@@ -209,8 +226,11 @@ pub fn attend<T: Real>(
         let mut common = true;
         let (mut worst_base, mut worst_onehot) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
         let mut i0 = 0;
+        // Blocks of 1, 2, 4, ... rows: the common case (no common winner) stops after two rows.
+        let mut rows_now = 1;
         while i0 < n && common {
-            let i1 = (i0 + ROW_BLOCK).min(n);
+            let i1 = (i0 + rows_now).min(n);
+            rows_now = (rows_now * 2).min(ROW_BLOCK);
             for row in block_rows(i0, i1).2 {
                 let k = (0..row.len()).max_by(|&a, &b| row.log_a(a).total_cmp(&row.log_a(b))).unwrap();
                 let k_abs = row.lo + k;
@@ -250,6 +270,7 @@ pub fn attend<T: Real>(
     let mut y_d = Array2::<T>::zeros((n, d));
     let mut q_const: Option<Array1<T>> = None;
     let mut row_log = vec![f64::NEG_INFINITY; n];
+    let (mut log_d, mut sign_d, mut w) = (Vec::new(), Vec::new(), Vec::new());
 
     let mut i0 = 0;
     while i0 < n {
@@ -262,8 +283,11 @@ pub fn attend<T: Real>(
             let i = i0 + ri;
             let len = row.len();
             // D_ij = A_ij - q_j as sign and log magnitude.
-            let mut log_d = vec![f64::NEG_INFINITY; len];
-            let mut sign_d = vec![0.0f64; len];
+            // Buffers reused from row to row (no allocation per row).
+            log_d.clear();
+            log_d.resize(len, f64::NEG_INFINITY);
+            sign_d.clear();
+            sign_d.resize(len, 0.0);
             let mut pivot = None;
             match reference {
                 Reference::OneHot(k) => {
@@ -298,18 +322,11 @@ pub fn attend<T: Real>(
             // The D_ij sum to zero exactly: the pivot (the largest) is replaced by minus the sum of
             // the others, so the sum never depends on its cancellation-prone value. Each row is
             // scaled by its own e^{phi_i} so nothing underflows.
+            w.clear();
+            w.resize(len, 0.0);
             let pivot =
                 pivot.unwrap_or_else(|| (0..len).max_by(|&a, &b| log_d[a].total_cmp(&log_d[b])).unwrap_or(0));
-            let phi = (0..len).filter(|&k| k != pivot).map(|k| log_d[k]).fold(f64::NEG_INFINITY, f64::max);
-            let mut w = vec![0.0f64; len];
-            if phi > f64::NEG_INFINITY {
-                for k in 0..len {
-                    if k != pivot {
-                        w[k] = sign_d[k] * (log_d[k] - phi).exp();
-                    }
-                }
-                w[pivot] = -w.iter().sum::<f64>();
-            }
+            let phi = log_weights(&log_d, &sign_d, pivot, &mut w);
             row_log[i] = phi;
             // q_j of the reference distribution (no per-row allocation).
             let q = |j: usize| match reference {
@@ -378,6 +395,21 @@ pub fn attend<T: Real>(
     };
     let spec = dense_a.map(|a| attention_spectrum(&a));
     (out, entropy, spec)
+}
+
+/// The weights w_k = sign_k e^{log_d_k - phi} (phi: the largest log_d off the pivot), the pivot
+/// minus the sum of the others; returns phi.
+fn log_weights(log_d: &[f64], sign_d: &[f64], pivot: usize, w: &mut [f64]) -> f64 {
+    let phi = (0..log_d.len()).filter(|&k| k != pivot).map(|k| log_d[k]).fold(f64::NEG_INFINITY, f64::max);
+    if phi > f64::NEG_INFINITY {
+        for k in 0..log_d.len() {
+            if k != pivot {
+                w[k] = sign_d[k] * (log_d[k] - phi).exp();
+            }
+        }
+        w[pivot] = -w.iter().sum::<f64>();
+    }
+    phi
 }
 
 /// ln |e^t - 1| without cancellation.

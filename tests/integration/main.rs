@@ -1,6 +1,7 @@
 //! The integration test binary: arbitrary-precision reference, precision, known answers, CLI.
 
 mod cli;
+mod cpu_perf;
 mod gpu;
 mod known_answers;
 mod plot;
