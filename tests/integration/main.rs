@@ -8,6 +8,7 @@ mod plot;
 mod precision;
 mod properties;
 mod reference;
+mod reliability;
 mod reproduce;
 mod sweep;
 mod validation;

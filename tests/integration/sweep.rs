@@ -1,4 +1,5 @@
-//! Sweeps through the real binary: sharding, resume after SIGKILL, failures, merge, job files.
+//! Sweeps through the real binary: sharding (and thread counts), resume after SIGKILL, failures,
+//! merge, job files. Signals, write faults and non-finite points: reliability.rs.
 
 use std::path::Path;
 use std::process::Command;
@@ -40,13 +41,14 @@ fn shards_in_separate_processes_merge_to_the_single_process_result() {
     let single = tmp.path().join("single");
     ok(bin().args(["sweep", "run"]).arg(&spec).arg("--out").arg(&single));
     let sharded = tmp.path().join("sharded");
+    // Each shard on another thread count: the results depend on neither (bitwise).
     for i in 0..3 {
-        ok(bin()
-            .args(["sweep", "run"])
-            .arg(&spec)
-            .arg("--out")
-            .arg(&sharded)
-            .args(["--shard", &format!("{i}/3")]));
+        ok(bin().args(["sweep", "run"]).arg(&spec).arg("--out").arg(&sharded).args([
+            "--shard",
+            &format!("{i}/3"),
+            "--threads",
+            &(i + 1).to_string(),
+        ]));
     }
     // Slurm's environment picks the shard when --shard is absent (already done: nothing to run).
     let out = bin()
