@@ -16,10 +16,19 @@ use toml::Value;
 /// Cases per property (8 properties; the file runs in well under a minute on 2 cores).
 const CASES: u32 = 2000;
 
+/// The proptest seed unless PROPTEST_RNG_SEED gives one.
+const SEED: u64 = 20261123;
+
 /// Runs `test` on `CASES` inputs drawn from `strategy`; a panic inside is a failure (proptest
 /// catches it and shrinks the input). Prints the number of cases that ran and the time.
 fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
-    let config = ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() };
+    // A fixed, printed seed (PROPTEST_RNG_SEED=N picks another): a failure reproduces.
+    let defaults = ProptestConfig::default();
+    let rng_seed = match defaults.rng_seed {
+        proptest::test_runner::RngSeed::Random => proptest::test_runner::RngSeed::Fixed(SEED),
+        fixed => fixed,
+    };
+    let config = ProptestConfig { cases: CASES, failure_persistence: None, rng_seed, ..defaults };
     let ran = Cell::new(0u32);
     let started = Instant::now();
     let result = TestRunner::new(config).run(&strategy, |v| {
@@ -27,9 +36,13 @@ fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<
         test(v)
     });
     if let Err(e) = result {
-        panic!("{name}: {e}");
+        panic!("{name} (seed {rng_seed}): {e}");
     }
-    eprintln!("fuzz {name}: {} cases in {:.2} s", ran.get(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "fuzz {name}: {} cases in {:.2} s, seed {rng_seed}",
+        ran.get(),
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(ran.get(), CASES, "{name}: every case ran");
 }
 
@@ -309,8 +322,11 @@ fn fuzz_structured_sweep_specs_and_overrides() {
                 }
                 Err(e) => {
                     let e = e.to_string();
+                    // The key as written, or escaped as `{:?}` writes it (unprintable characters).
+                    let written = arg.split_once('=').map_or(&*arg, |x| x.0).trim();
+                    let escaped = format!("{written:?}");
                     prop_assert!(
-                        e.contains("--set") && e.contains(arg.split_once('=').map_or(&*arg, |x| x.0).trim()),
+                        e.contains("--set") && (e.contains(written) || e.contains(escaped.trim_matches('"'))),
                         "{e}"
                     );
                     return Ok(());
