@@ -4,29 +4,15 @@
 //! per second; `cargo bench --bench cpu_kernels`. Where the time of a layer goes, without a
 //! profiler; BENCHMARKS.md has the profile.
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rankcollapse::config::Config;
 use rankcollapse::metrics::layer_metrics;
 use rankcollapse::model::attention::attention_layer;
 use rankcollapse::model::{input_tokens, layer_weights, mlp, norm, Real, Tracked};
 
-fn small() -> Config {
-    Config {
-        depth: 1,
-        tokens: 256,
-        width: 64,
-        heads: 4,
-        sequences: 1,
-        spectrum_every: 0,
-        norm: "post-ln".parse().unwrap(),
-        skip: "standard".parse().unwrap(),
-        mlp: "gelu:4".parse().unwrap(),
-        ..Config::default()
-    }
-}
-
 fn family<T: Real>(c: &mut Criterion, precision: &str) {
-    let cfg = small();
+    let cfg = common::small(1);
     cfg.validate().unwrap();
     let w = layer_weights::<T>(&cfg, 0, 0);
     let x = Tracked::from_matrix(input_tokens(&cfg, 0).mapv(T::c));
