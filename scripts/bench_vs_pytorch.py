@@ -339,6 +339,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--sequences", type=int, help="override (scale down); the time is extrapolated")
     ap.add_argument("--depth", type=int, help="override (scale down); the time is extrapolated")
+    ap.add_argument("--tokens", type=int,
+                    help="override n (scale down); the time is extrapolated as n^2 (attention and mean |cos|)")
     ap.add_argument("--full", action="store_true", help="no scaling down on the CPU")
     ap.add_argument("--tol", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=1, choices=[0, 1],
@@ -360,10 +362,13 @@ def main():
                 cfg["sequences"] = a.sequences
             if a.depth:
                 cfg["depth"] = a.depth
-            factor = (full["sequences"] * full["depth"]) / (cfg["sequences"] * cfg["depth"])
+            if a.tokens:
+                cfg["tokens"] = a.tokens
+            factor = (full["sequences"] * full["depth"]) / (cfg["sequences"] * cfg["depth"]) \
+                * (full["tokens"] / cfg["tokens"]) ** 2
             print(f"\n== {name}: {describe(cfg)}")
             if factor != 1:
-                print(f"   (scaled down from {full['sequences']} sequences x depth {full['depth']}: "
+                print(f"   (scaled down from {full['sequences']} sequences x depth {full['depth']} x n {full['tokens']}: "
                       f"times x{factor:g} extrapolate to the full configuration)")
             peer = Peer(cfg, a.device)
             weights, xs = peer.weights(), peer.inputs(0, cfg["sequences"])

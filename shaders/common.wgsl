@@ -7,6 +7,16 @@ const NEG_LIMIT: f32 = -1.0e29;
 const EPS32: f32 = 1.1920929e-7;
 
 fn is_neg(x: f32) -> bool { return x <= NEG_LIMIT; }
+
+// False when this invocation's loops no longer run: llvmpipe stops every loop of an invocation
+// after 65535 loop-header passes in all, silently (each loop then ends after one pass). A kernel
+// that may get there calls this last, with a trip count the compiler cannot know (a uniform
+// parameter >= 2), and reports a cut instead of a wrong number.
+fn loops_ran(trips: u32) -> bool {
+    var count = 0u;
+    for (var i = 0u; i < trips; i++) { count += 1u; }
+    return count == trips;
+}
 // e^x with e^-inf = 0.
 fn exp_or_zero(x: f32) -> f32 { if (is_neg(x)) { return 0.0; } return exp(max(x, -200.0)); }
 fn ln_or_neg(x: f32) -> f32 { if (x > 0.0) { return log(x); } return NEG; }
@@ -81,13 +91,23 @@ fn normal_at(key: vec2<u32>, stream: u32, sequence: u32, k: u32) -> f32 {
 const WG: u32 = 256u;
 var<workgroup> red: array<f32, 256>;
 
+// The tree is written out (not a loop): the same sums in the same order, and no loop passes
+// towards llvmpipe's per-invocation limit (the Lanczos kernels call these thousands of times).
+fn sum_step(tid: u32, s: u32) {
+    if (tid < s) { red[tid] = red[tid] + red[tid + s]; }
+    workgroupBarrier();
+}
+
+fn max_step(tid: u32, s: u32) {
+    if (tid < s) { red[tid] = max(red[tid], red[tid + s]); }
+    workgroupBarrier();
+}
+
 fn reduce_sum(tid: u32, v: f32) -> f32 {
     red[tid] = v;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (tid < s) { red[tid] = red[tid] + red[tid + s]; }
-        workgroupBarrier();
-    }
+    sum_step(tid, 128u); sum_step(tid, 64u); sum_step(tid, 32u); sum_step(tid, 16u);
+    sum_step(tid, 8u); sum_step(tid, 4u); sum_step(tid, 2u); sum_step(tid, 1u);
     let r = red[0];
     workgroupBarrier();
     return r;
@@ -96,10 +116,8 @@ fn reduce_sum(tid: u32, v: f32) -> f32 {
 fn reduce_max(tid: u32, v: f32) -> f32 {
     red[tid] = v;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (tid < s) { red[tid] = max(red[tid], red[tid + s]); }
-        workgroupBarrier();
-    }
+    max_step(tid, 128u); max_step(tid, 64u); max_step(tid, 32u); max_step(tid, 16u);
+    max_step(tid, 8u); max_step(tid, 4u); max_step(tid, 2u); max_step(tid, 1u);
     let r = red[0];
     workgroupBarrier();
     return r;

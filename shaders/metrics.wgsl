@@ -68,22 +68,31 @@ fn agree(tid: u32, v: bool) -> bool {
 
 // dst = M src on the d-vectors at offsets (in vecs) src and dst, for
 // M = C (mode 0), G = n m m^T + s2 C (mode 1), P (C - t w w^T) P on u-perp (mode 2, w at vw,
-// u at vu, P = I - u u^T; src is already in u-perp).
+// u at vu, P = I - u u^T). Mode 2 projects src too, as the CPU does: a Lanczos vector normalised
+// from a small residual carries rounding along u, which C (whose u^T C u is large) would turn
+// into a spurious Ritz value.
 fn apply(b: u32, tid: u32, mode: u32, src: u32, dst: u32, s2: f32, t: f32, vu: u32, vw: u32) {
     let d = p.d;
     let cb = b * d * d;
     let mrow = b * (p.n + 1u) * d + p.n * d;
+    var su = 0.0;
+    if (mode == 2u) {
+        var ps = 0.0;
+        for (var j = tid; j < d; j += WG) { ps += vecs[vu + j] * vecs[src + j]; }
+        su = reduce_sum(tid, ps);
+    }
     var pm = 0.0;
     var pw = 0.0;
     for (var j = tid; j < d; j += WG) {
-        pm += x[mrow + j] * vecs[src + j];
-        pw += vecs[vw + j] * vecs[src + j];
+        let v = vecs[src + j] - su * vecs[vu + j];
+        pm += x[mrow + j] * v;
+        pw += vecs[vw + j] * v;
     }
     let mv = reduce_sum(tid, pm);
     let wv = reduce_sum(tid, pw);
     for (var j = tid; j < d; j += WG) {
         var acc = 0.0;
-        for (var k = 0u; k < d; k++) { acc += cmat[cb + j * d + k] * vecs[src + k]; }
+        for (var k = 0u; k < d; k++) { acc += cmat[cb + j * d + k] * (vecs[src + k] - su * vecs[vu + k]); }
         if (mode == 1u) { acc = s2 * acc + f32(p.n) * mv * x[mrow + j]; }
         if (mode == 2u) { acc -= t * wv * vecs[vw + j]; }
         vecs[dst + j] = acc;
@@ -122,7 +131,8 @@ fn lanczos(b: u32, tid: u32, mode: u32, basis: u32, tmp: u32, s2: f32, t: f32, v
     workgroupBarrier();
     var steps = 0u;
     var scale = 0.0;
-    let kmax = min(KMAX, d);
+    // Mode 2 works on u-perp, of dimension d - 1: a d-th vector would be rounding noise.
+    let kmax = min(KMAX, select(d, d - 1u, mode == 2u));
     for (var k = 0u; k < kmax; k++) {
         let vk = basis + k * d;
         apply(b, tid, mode, vk, tmp, s2, t, vu, vw);
@@ -311,6 +321,6 @@ fn metrics(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
         raw[out + 12u] = ent_sum / nf;
         raw[out + 13u] = 0.0;
         raw[out + 14u] = 0.0;
-        raw[out + 15u] = 0.0;
+        raw[out + 15u] = select(1.0, 0.0, loops_ran(max(p.d, 2u)));
     }
 }

@@ -146,7 +146,9 @@ pub struct SweepRunArgs {
     /// CPU threads per point (default: the spec's, 0 = all cores).
     #[arg(long, allow_negative_numbers = true, value_parser = thread_count)]
     pub threads: Option<usize>,
-    /// Devices to use: all | cpu (this build has only the CPU engine).
+    /// all: each point runs on the engine its configuration picks (auto: a hardware GPU if any);
+    /// cpu | gpu: points whose engine is auto run on that engine. Points run one at a time: for
+    /// several GPUs, run one shard per GPU with --set adapter=I.
     #[arg(long, default_value = "all")]
     pub devices: String,
 }

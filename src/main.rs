@@ -102,7 +102,7 @@ fn run(args: &RunArgs, stop: &AtomicUsize) -> anyhow::Result<i32> {
         }
         output::write_atomic(&manifest_path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
     }
-    let nonfinite = Nonfinite::of_stats(&stats);
+    let nonfinite = Nonfinite::of_stats(&stats).with_faults(out.faults.iter().map(|f| f.layer));
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&output::result_json(manifest, &stats))?),
         Format::Table => {
@@ -155,11 +155,18 @@ fn sweep_command(cmd: SweepCommand) -> anyhow::Result<i32> {
         SweepCommand::Run(a) => {
             let stop = stop_on_signals()?;
             let stop = &*stop;
-            sweep::parse_devices(&a.devices)?;
+            let engine = sweep::parse_devices(&a.devices)?;
             let spec = sweep::load(&a.spec, &a.set)?;
             let report = sweep::run(
                 &spec,
-                &sweep::RunOptions { out: &a.out, force: a.force, shard: a.shard, threads: a.threads, stop },
+                &sweep::RunOptions {
+                    out: &a.out,
+                    force: a.force,
+                    shard: a.shard,
+                    threads: a.threads,
+                    engine,
+                    stop,
+                },
             )?;
             if report.merged {
                 default_plot(&a.out);

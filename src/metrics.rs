@@ -43,6 +43,21 @@ impl LayerMetrics {
     pub fn get(&self, name: &str) -> Option<f64> {
         METRICS.iter().position(|m| *m == name).and_then(|k| self.values[k])
     }
+
+    /// The metrics of a layer whose state a numerical fault made invalid: every metric such a
+    /// layer reports (the attention entropy after an attention layer, its spectrum where
+    /// `spectrum`), each NaN, so that it is counted as non-finite and never averaged. The invalid
+    /// state itself is never measured.
+    pub fn faulted(attention: bool, spectrum: bool) -> LayerMetrics {
+        let mut values = [Some(f64::NAN); 16];
+        if !(attention && spectrum) {
+            values[12..15].fill(None);
+        }
+        if !attention {
+            values[15] = None;
+        }
+        LayerMetrics { values }
+    }
 }
 
 const LN10: f64 = std::f64::consts::LN_10;

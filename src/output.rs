@@ -59,15 +59,18 @@ pub fn total_nonfinite(stats: &[Vec<(&'static str, Summary)>]) -> usize {
 
 /// The metrics whose non-finite values are withheld by design (below the resolution floor of
 /// `sigma_ratio`, see `metrics::sigma_ratio_floor`) rather than numerical faults. The engine
-/// marks both as NaN, so the split is by metric: a real fault in these metrics alone would be
-/// counted as withheld.
+/// marks both as NaN, so the split is by metric, corrected by the sequences' recorded faults
+/// ([`Nonfinite::with_faults`]): a faulted sequence's values are faults in every metric.
 pub const WITHHELD_METRICS: [&str; 2] = ["sigma_ratio", "log10_sigma_ratio"];
 
 /// Where the non-finite values of a run are: counts per layer and metric (non-zero only), split
 /// into withheld values and numerical faults.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Nonfinite {
+    /// All non-finite values, per layer and metric.
     pub by_layer: BTreeMap<usize, BTreeMap<String, usize>>,
+    /// The withheld part of `by_layer`.
+    withheld_by_layer: BTreeMap<usize, BTreeMap<String, usize>>,
     pub withheld: usize,
     pub faults: usize,
 }
@@ -89,10 +92,27 @@ impl Nonfinite {
         }
         *self.by_layer.entry(layer).or_default().entry(metric.to_string()).or_default() += count;
         if WITHHELD_METRICS.contains(&metric) {
+            *self.withheld_by_layer.entry(layer).or_default().entry(metric.to_string()).or_default() += count;
             self.withheld += count;
         } else {
             self.faults += count;
         }
+    }
+
+    /// Counts as faults the values of the sequences that met a numerical fault (one per fault,
+    /// given by its layer): from that layer on, such a sequence has one NaN in every metric, which
+    /// in a withheld metric is not a withheld value.
+    pub fn with_faults(mut self, fault_layers: impl IntoIterator<Item = usize>) -> Nonfinite {
+        for first in fault_layers {
+            for (_, metrics) in self.withheld_by_layer.range_mut(first..) {
+                for count in metrics.values_mut().filter(|c| **c > 0) {
+                    *count -= 1;
+                    self.withheld -= 1;
+                    self.faults += 1;
+                }
+            }
+        }
+        self
     }
 
     pub fn total(&self) -> usize {
@@ -105,14 +125,19 @@ impl Nonfinite {
     }
 
     /// "sigma_ratio 4 (layers 3-5), log10_sigma_ratio 4 (layers 3-5)": the counts per metric and
-    /// the layers where they occur, for warnings and `sweep status`.
+    /// the layers where they occur, of the withheld values or of the faults, for warnings and
+    /// `sweep status`.
     pub fn describe(&self, withheld: bool) -> String {
         let mut per_metric: BTreeMap<&str, (usize, Vec<usize>)> = BTreeMap::new();
         for (l, ms) in &self.by_layer {
-            for (m, k) in ms.iter().filter(|(m, _)| WITHHELD_METRICS.contains(&m.as_str()) == withheld) {
-                let e = per_metric.entry(m.as_str()).or_default();
-                e.0 += k;
-                e.1.push(*l);
+            for (m, total) in ms {
+                let held = self.withheld_by_layer.get(l).and_then(|w| w.get(m)).copied().unwrap_or(0);
+                let k = if withheld { held } else { total - held };
+                if k > 0 {
+                    let e = per_metric.entry(m.as_str()).or_default();
+                    e.0 += k;
+                    e.1.push(*l);
+                }
             }
         }
         let order = |m: &str| METRICS.iter().position(|x| *x == m).unwrap_or(usize::MAX);
@@ -147,7 +172,7 @@ pub fn manifest(
     stats: &[Vec<(&'static str, Summary)>],
     total_seconds: f64,
 ) -> Value {
-    let nonfinite = Nonfinite::of_stats(stats);
+    let nonfinite = Nonfinite::of_stats(stats).with_faults(out.faults.iter().map(|f| f.layer));
     json!({
         "tool": "rankcollapse",
         "version": env!("CARGO_PKG_VERSION"),
@@ -163,6 +188,7 @@ pub fn manifest(
         "nonfinite_withheld": nonfinite.withheld,
         "nonfinite_faults": nonfinite.faults,
         "nonfinite_by_layer": nonfinite.by_layer_json(),
+        "faults": out.faults,
         "created_unix": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -384,6 +410,30 @@ pub fn table(stats: &[Vec<(&'static str, Summary)>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two sequences at depth 3, sequence 1 faulted at layer 2: its NaN in sigma_ratio at layers
+    /// 2 and 3 are faults, and sequence 0's withheld sigma_ratio at layer 3 stays withheld.
+    #[test]
+    fn faulted_sequences_count_as_faults_in_withheld_metrics_too() {
+        let mut n = Nonfinite::default();
+        n.add(2, "sigma_ratio", 1);
+        n.add(2, "res_fro", 1);
+        n.add(3, "sigma_ratio", 2);
+        n.add(3, "res_fro", 1);
+        assert_eq!((n.withheld, n.faults), (3, 2), "by metric alone");
+        let n = n.with_faults([2]);
+        assert_eq!((n.withheld, n.faults), (1, 4));
+        assert_eq!(n.total(), 5);
+        assert_eq!(n.describe(true), "sigma_ratio 1 (layers 3)");
+        assert_eq!(n.describe(false), "res_fro 2 (layers 2-3), sigma_ratio 2 (layers 2-3)");
+        // The per-layer map (the manifest's) still holds every value.
+        assert_eq!(n.by_layer[&3]["sigma_ratio"], 2);
+        // A fault never turns more values into faults than there are.
+        let mut m = Nonfinite::default();
+        m.add(1, "log10_sigma_ratio", 1);
+        let m = m.with_faults([1, 1, 1]);
+        assert_eq!((m.withheld, m.faults), (0, 1));
+    }
 
     #[test]
     fn stray_temporary_files_of_dead_writers_on_this_host_are_removed() {

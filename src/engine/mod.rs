@@ -12,6 +12,8 @@ use crate::metrics::LayerMetrics;
 pub struct RunOutput {
     /// `per_sequence[s][l]`: sequence s after layer l (l = 0 is the input).
     pub per_sequence: Vec<Vec<LayerMetrics>>,
+    /// Sequences that met a numerical fault (their metrics from its layer on are NaN).
+    pub faults: Vec<SequenceFault>,
     /// The engine that ran ("cpu-f64", ...).
     pub engine: String,
     /// Why that engine was chosen.
@@ -21,9 +23,35 @@ pub struct RunOutput {
     pub threads: usize,
 }
 
+/// A numerical fault: the first layer part that made a sequence's state invalid (a value the
+/// tracked representation cannot hold). That sequence's metrics from this layer on are NaN, so
+/// they are counted as non-finite and never averaged.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SequenceFault {
+    pub sequence: usize,
+    /// 1-based: the layer whose part failed.
+    pub layer: usize,
+    /// attention, norm, mlp or skip.
+    pub part: String,
+    pub what: String,
+}
+
 /// Runs the configuration on the engine it asks for; `auto` takes the GPU engine on a hardware
 /// adapter (or on the one `--adapter` names) and the CPU engine otherwise, and says why.
 pub fn run(cfg: &Config) -> anyhow::Result<RunOutput> {
+    let out = pick_and_run(cfg)?;
+    report_faults(&out.faults);
+    if cfg.profile && !out.engine.starts_with("gpu") {
+        eprintln!(
+            "warning: --profile times the GPU engine's kernels; this run used the {} engine (profile \
+             it with perf or valgrind --tool=callgrind, see BENCHMARKS.md)",
+            out.engine
+        );
+    }
+    Ok(out)
+}
+
+fn pick_and_run(cfg: &Config) -> anyhow::Result<RunOutput> {
     match cfg.engine {
         Engine::Cpu => cpu::run(cfg, "requested with --engine cpu".to_string()),
         Engine::Gpu => gpu_run(cfg, "requested with --engine gpu"),
@@ -66,7 +94,7 @@ pub fn gpu_run(cfg: &Config, why: &str) -> anyhow::Result<RunOutput> {
         c => c,
     };
     let kernels = gpu::engine::Kernels::new(&ctx)?;
-    let sim = gpu::engine::simulate_checked(&ctx, &kernels, cfg, chunk, wants_profile(cfg))?;
+    let sim = gpu::engine::simulate_checked(&ctx, &kernels, cfg, chunk, cfg.profile)?;
     match &sim.profile {
         Some(Ok(rows)) => eprint!(
             "GPU profile ({}, timestamp queries, {} sequences x {} layers):\n{}",
@@ -85,6 +113,7 @@ pub fn gpu_run(cfg: &Config, why: &str) -> anyhow::Result<RunOutput> {
     };
     Ok(RunOutput {
         per_sequence: sim.per_sequence,
+        faults: sim.faults,
         engine: "gpu-f32".into(),
         engine_reason: format!("{why}; adapter {} ({:?}), {chunks}", ctx.info.name, ctx.info.backend),
         compute_seconds: start.elapsed().as_secs_f64(),
@@ -92,7 +121,15 @@ pub fn gpu_run(cfg: &Config, why: &str) -> anyhow::Result<RunOutput> {
     })
 }
 
-/// Whether the run asked for `--profile`.
-fn wants_profile(_cfg: &Config) -> bool {
-    std::env::var_os("RANKCOLLAPSE_PROFILE").is_some()
+/// Names each numerical fault on stderr (the first ten, then a count).
+pub fn report_faults(faults: &[SequenceFault]) {
+    for f in faults.iter().take(10) {
+        eprintln!(
+            "error: sequence {} layer {} {}: {} (its metrics from this layer on are NaN)",
+            f.sequence, f.layer, f.part, f.what
+        );
+    }
+    if faults.len() > 10 {
+        eprintln!("error: ... and {} more sequences with a numerical fault", faults.len() - 10);
+    }
 }

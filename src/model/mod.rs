@@ -31,6 +31,8 @@ pub trait Real:
 {
     /// Machine epsilon.
     const EPS: f64;
+    /// The largest finite value.
+    const MAX_FINITE: f64;
     /// Converts from f64 (rounding).
     fn c(x: f64) -> Self;
     fn f(self) -> f64;
@@ -38,6 +40,7 @@ pub trait Real:
 
 impl Real for f32 {
     const EPS: f64 = f32::EPSILON as f64;
+    const MAX_FINITE: f64 = f32::MAX as f64;
     fn c(x: f64) -> Self {
         x as f32
     }
@@ -48,6 +51,7 @@ impl Real for f32 {
 
 impl Real for f64 {
     const EPS: f64 = f64::EPSILON;
+    const MAX_FINITE: f64 = f64::MAX;
     fn c(x: f64) -> Self {
         x
     }
@@ -72,6 +76,32 @@ pub struct LayerWeights<T> {
     pub heads: Vec<HeadWeights<T>>,
     pub out_proj: Option<Array2<T>>,
     pub mlp: Option<(Array2<T>, Array2<T>)>,
+}
+
+impl<T: Real> LayerWeights<T> {
+    /// The first weight matrix with an entry that is not finite in `T` (a scale beyond f32's
+    /// range, say), with the largest magnitude it was meant to have: such a layer cannot be run.
+    pub fn not_finite(&self) -> Option<String> {
+        let mut named: Vec<(&str, &Array2<T>)> = Vec::new();
+        for h in &self.heads {
+            named.extend([("query", &h.query), ("key", &h.key), ("value", &h.value)]);
+            named.extend(h.markov_logits.as_ref().map(|m| ("markov logits", m)));
+        }
+        named.extend(self.out_proj.as_ref().map(|m| ("output projection", m)));
+        if let Some((a, b)) = &self.mlp {
+            named.extend([("mlp first", a), ("mlp second", b)]);
+        }
+        named.into_iter().find(|(_, m)| m.iter().any(|x| !x.f().is_finite())).map(|(name, m)| {
+            let bad = m.iter().filter(|x| !x.f().is_finite()).count();
+            format!(
+                "{bad} of {} entries of the {name} weights are not finite in {} (largest finite magnitude {:e}): \
+                 reduce the weight scale or use --precision f64 on the CPU engine",
+                m.len(),
+                std::any::type_name::<T>(),
+                T::MAX_FINITE
+            )
+        })
+    }
 }
 
 /// A `rows x cols` matrix of the given family, in f64, drawn from block (seed, stream, sequence).
@@ -244,9 +274,15 @@ pub fn apply_layer_checked<T: Real>(
     };
     let mut y = x.clone();
     let mut stats = AttentionStats::default();
+    if let Some(what) = w.not_finite() {
+        return (y, stats, Some(Fault { part: "weights", what }));
+    }
     for sub in 0..1 + usize::from(has_mlp) {
         let input = if pre { check(&mut fault, "norm", norm::normalise(cfg, &y)) } else { y.clone() };
         let f = if sub == 0 {
+            if fault.is_none() {
+                fault = score_overflow(cfg, &input).map(|what| Fault { part: "attention", what });
+            }
             let (f, s) = attend(&input);
             stats = s;
             let f = check(&mut fault, "attention", f);
@@ -278,6 +314,25 @@ fn check<T: Real>(fault: &mut Option<Fault>, part: &'static str, s: Tracked<T>) 
         *fault = s.fault().map(|what| Fault { part, what });
     }
     s
+}
+
+/// The scores of softmax attention are e^{2g+l} a_j + e^{2g+2l} b_ij (a_j, b_ij of the mean and
+/// residual parts, see `attention`): when a log scale 2g + l or 2g + 2l reaches the f64 range
+/// (ln f64::MAX = 709.78) they are infinite and the softmax has no value. Exact arithmetic would
+/// give the hard argmax; the representation cannot, so the layer is a fault, with the scales.
+fn score_overflow<T: Real>(cfg: &Config, input: &Tracked<T>) -> Option<String> {
+    let (g, l) = (input.log_scale, input.log_res);
+    if cfg.attention != Attention::Softmax || !g.is_finite() || !l.is_finite() {
+        return None;
+    }
+    let top = f64::MAX.ln();
+    let (la, lb) = (2.0 * g + l, 2.0 * g + 2.0 * l);
+    (la >= top || lb >= top).then(|| {
+        format!(
+            "the attention scores overflow f64: their log scales 2g + l = {la:.6e} and 2g + 2l = {lb:.6e} \
+             (g = {g:.6e}, l = {l:.6e}) reach ln(f64::MAX) = {top:.2} (reduce the value or weight scales)"
+        )
+    })
 }
 
 /// Softmax attention of a state with a residual never returns an exactly rank-one state (its

@@ -25,12 +25,17 @@ pub fn load(spec_file: &Path, sets: &[String]) -> anyhow::Result<Spec> {
     Spec::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", spec_file.display()))?.with_overrides(&sets)
 }
 
-/// Which compute devices a sweep may use. Only the CPU engine exists in this build.
-pub fn parse_devices(s: &str) -> anyhow::Result<()> {
+/// `--devices`: which engine the points whose configuration says `engine = "auto"` run on (all:
+/// each picks as `run` does; cpu or gpu: that engine). Points run one at a time either way.
+pub fn parse_devices(s: &str) -> anyhow::Result<Option<crate::config::Engine>> {
+    use crate::config::Engine;
     match s {
-        "all" | "cpu" => Ok(()),
+        "all" => Ok(None),
+        "cpu" => Ok(Some(Engine::Cpu)),
+        "gpu" => Ok(Some(Engine::Gpu)),
         other => anyhow::bail!(
-            "--devices {other:?} is invalid: this build has no GPU engine, so only all or cpu (one CPU worker) are allowed"
+            "--devices {other:?} is invalid: allowed are all (each point's engine = \"auto\" picks), cpu or gpu \
+             (points with engine = \"auto\" run on that engine)"
         ),
     }
 }
@@ -40,6 +45,8 @@ pub struct RunOptions<'a> {
     pub force: bool,
     pub shard: Option<Shard>,
     pub threads: Option<usize>,
+    /// The engine for the points whose configuration says auto (`--devices cpu|gpu`).
+    pub engine: Option<crate::config::Engine>,
     /// The number of the signal that asked to stop (0: none), set by the binary's handlers.
     pub stop: &'a AtomicUsize,
 }
@@ -92,6 +99,17 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<RunReport> {
         None => Shard::from_env(|k| std::env::var(k).ok())?.unwrap_or(Shard::ALL),
     };
     let mine: Vec<&Point> = points.iter().filter(|p| shard.contains(p)).collect();
+    if let Some(engine) = opts.engine {
+        let asks = |p: &&&Point| p.config.engine != crate::config::Engine::Auto && p.config.engine != engine;
+        if let Some(p) = mine.iter().find(asks) {
+            anyhow::bail!(
+                "--devices {engine} contradicts point {} of this shard, whose engine is {} (drop --devices, \
+                 or --set engine=auto)",
+                p.id,
+                p.config.engine
+            );
+        }
+    }
     let todo: Vec<&Point> = mine
         .iter()
         .copied()
@@ -117,6 +135,9 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<RunReport> {
         let mut cfg = p.config.clone();
         if let Some(t) = opts.threads {
             cfg.threads = t;
+        }
+        if let (Some(e), crate::config::Engine::Auto) = (opts.engine, cfg.engine) {
+            cfg.engine = e;
         }
         let started = Instant::now();
         // Test hook: RANKCOLLAPSE_TEST_FAIL_POINT=<id> makes that point fail, to exercise the

@@ -79,7 +79,7 @@ pub fn record(point: &Point, outcome: Result<(crate::engine::RunOutput, Value), 
     let mut v = base;
     match outcome {
         Ok((out, layers)) => {
-            let nonfinite = nonfinite_of(&layers);
+            let nonfinite = nonfinite_of(&layers).with_faults(out.faults.iter().map(|f| f.layer));
             v["status"] = json!("done");
             // Visible without reading the layers: the counts, split into values withheld below
             // their resolution floor and numerical faults, and where they are.
@@ -87,6 +87,7 @@ pub fn record(point: &Point, outcome: Result<(crate::engine::RunOutput, Value), 
             v["nonfinite_withheld"] = json!(nonfinite.withheld);
             v["nonfinite_faults"] = json!(nonfinite.faults);
             v["nonfinite_by_layer"] = nonfinite.by_layer_json();
+            v["faults"] = json!(out.faults);
             v["engine"] = json!(out.engine);
             v["engine_reason"] = json!(out.engine_reason);
             v["adapter"] = Value::Null;
@@ -134,6 +135,12 @@ pub fn nonfinite_of(layers: &Value) -> Nonfinite {
     n
 }
 
+/// The non-finite counts of a point record: its layers', with its sequences' faults.
+pub fn nonfinite_of_record(rec: &Value) -> Nonfinite {
+    let layers = rec["faults"].as_array().into_iter().flatten().filter_map(|f| f["layer"].as_u64());
+    nonfinite_of(&rec["layers"]).with_faults(layers.map(|l| l as usize))
+}
+
 fn float_of(v: &Value) -> String {
     match v {
         Value::Number(n) => n.as_f64().map_or_else(String::new, |x| x.to_string()),
@@ -160,7 +167,7 @@ pub fn census<'a>(dir: &Path, points: impl IntoIterator<Item = &'a Point>) -> Ce
         match status_of(rec.as_ref()) {
             Status::Done => {
                 c.done += 1;
-                let n = rec.as_ref().map(|r| nonfinite_of(&r["layers"])).unwrap_or_default();
+                let n = rec.as_ref().map(nonfinite_of_record).unwrap_or_default();
                 if n.total() > 0 {
                     c.nonfinite.push((p.id.clone(), n.withheld, n.faults));
                 }

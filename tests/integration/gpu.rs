@@ -5,7 +5,7 @@ use rankcollapse::engine::gpu::GpuContext;
 use rankcollapse::model::state::Tracked;
 use rankcollapse::rng::{philox4x32_10, Purpose, Stream};
 
-fn context() -> Option<GpuContext> {
+pub(crate) fn context() -> Option<GpuContext> {
     match GpuContext::new(None) {
         Ok(c) => Some(c),
         Err(e) if std::env::var_os("RANKCOLLAPSE_REQUIRE_GPU").is_some() => {
@@ -359,4 +359,78 @@ fn a_lost_device_fails_its_point_and_the_sweep_goes_on() {
     let o = sweep(None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.join("merged.csv").exists());
+}
+
+/// `--profile` prints a per-kernel table from timestamp queries: every kernel that ran, with as
+/// many passes as the engine dispatched (metrics once per layer and the input; attention once
+/// per head and layer), and times that add up to the total line.
+#[test]
+fn profile_prints_a_per_kernel_table() {
+    let Some(ctx) = context() else { return };
+    if !ctx.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        eprintln!("SKIPPED: {} has no timestamp queries", ctx.info.name);
+        return;
+    }
+    let o = binary()
+        .args(["run", "--engine", "gpu", "--profile", "--depth", "3", "--heads", "2", "--tokens", "16"])
+        .args(["--width", "8", "--sequences", "3", "--spectrum-every", "0", "--chunk", "3"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let row = |kernel: &str| -> (u64, f64) {
+        let line = stderr
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(kernel))
+            .unwrap_or_else(|| panic!("no row for {kernel} in the profile:\n{stderr}"));
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f[1].parse().unwrap(), f[2].parse().unwrap())
+    };
+    assert_eq!(row("metrics.metrics").0, 4, "{stderr}");
+    assert_eq!(row("attention.attend").0, 6, "{stderr}");
+    assert_eq!(row("generate.inputs").0, 1, "{stderr}");
+    assert!(row("check.check").0 > 0, "{stderr}");
+    let kernels: Vec<(u64, f64)> = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("kernel "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("all kernels"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[1].parse().unwrap(), f[2].parse().unwrap())
+        })
+        .collect();
+    let total = stderr.lines().find(|l| l.starts_with("all kernels")).expect("a total line");
+    let total: Vec<&str> = total.split_whitespace().collect();
+    let passes: u64 = kernels.iter().map(|k| k.0).sum();
+    let ms: f64 = kernels.iter().map(|k| k.1).sum();
+    assert_eq!(total[2].parse::<u64>().unwrap(), passes, "{stderr}");
+    assert!((total[3].parse::<f64>().unwrap() - ms).abs() < 1e-3 * kernels.len() as f64, "{stderr}");
+    assert!(ms > 0.0, "no time measured: {stderr}");
+}
+
+/// A value scale of 1e300 does not fit f32: the check kernel finds the non-finite state after
+/// the first layer's attention, names sequence, layer and part, and every metric of the faulted
+/// layers is a fault in the manifest (none withheld, none averaged), with exit status 1.
+#[test]
+fn a_numerical_fault_on_the_gpu_is_named_and_counted() {
+    let Some(_ctx) = context() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = binary()
+        .args(["run", "--engine", "gpu", "--value", "scaled-identity:1e300", "--depth", "3", "--tokens", "8"])
+        .args(["--width", "8", "--sequences", "2", "--spectrum-every", "1", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    for s in 0..2 {
+        assert!(stderr.contains(&format!("error: sequence {s} layer 1 attention: ")), "{stderr}");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["faults"].as_array().map(Vec::len), Some(2), "{manifest}");
+    assert_eq!(manifest["nonfinite_faults"], 16 * 2 * 3, "{manifest}");
+    assert_eq!(manifest["nonfinite_withheld"], 0, "{manifest}");
 }

@@ -3,12 +3,9 @@
 //! RANKCOLLAPSE_TEST_FAIL_WRITE hook), non-finite values in manifests and sweeps, and results that
 //! do not depend on the thread count.
 
+use super::sweep::{bin, slow_spec, SPEC};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rankcollapse"))
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -20,16 +17,10 @@ fn ok(cmd: &mut Command) -> Output {
     out
 }
 
-/// The small sweep of tests/data made slow enough (about 0.2 s a point on one thread) that a
-/// signal lands while a point is computed: 10 points.
-fn slow_spec(dir: &Path) -> PathBuf {
-    let spec = include_str!("../data/sweep_small.toml")
-        .replace("tokens = 8", "tokens = 48")
-        .replace("sequences = 3", "sequences = 24")
-        .replace("depth = [2, 3]", "depth = [6, 9]")
-        .replace("depth = 3\n", "depth = 9\n");
+/// The slow sweep of sweep.rs (10 points) on the CPU engine.
+fn write_slow_spec(dir: &Path) -> PathBuf {
     let path = dir.join("slow.toml");
-    std::fs::write(&path, spec.replace("[fixed]\n", "[fixed]\nengine = \"cpu\"\n")).unwrap();
+    std::fs::write(&path, slow_spec().replace("[fixed]\n", "[fixed]\nengine = \"cpu\"\n")).unwrap();
     path
 }
 
@@ -123,7 +114,7 @@ fn interrupt_sweep(spec: &Path, out: &Path, after: usize, signal: &str, code: i3
 #[test]
 fn sigterm_and_sigint_stop_a_sweep_cleanly_and_the_resume_matches_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = slow_spec(tmp.path());
+    let spec = write_slow_spec(tmp.path());
     let reference = tmp.path().join("reference");
     ok(bin().args(["sweep", "run"]).arg(&spec).arg("--out").arg(&reference).args(["--threads", "2"]));
     let out = tmp.path().join("out");
@@ -197,7 +188,7 @@ fn an_output_directory_that_cannot_be_written_is_refused_before_the_compute() {
             && log.contains("os error"),
         "{log}"
     );
-    let spec = slow_spec(tmp.path());
+    let spec = write_slow_spec(tmp.path());
     let sweep = bin().args(["sweep", "run"]).arg(&spec).arg("--out").arg(&under_file).output().unwrap();
     let log = text(&sweep.stderr);
     assert_eq!(sweep.status.code(), Some(2), "{log}");
@@ -255,7 +246,7 @@ fn a_write_that_fills_the_disk_leaves_no_half_written_result() {
     // A sweep whose third point cannot be recorded stops with the error; what it recorded is
     // whole, and a rerun completes it to the uninterrupted result.
     let spec = tmp.path().join("small.toml");
-    let small = include_str!("../data/sweep_small.toml").replace("[fixed]\n", "[fixed]\nengine = \"cpu\"\n");
+    let small = SPEC.replace("[fixed]\n", "[fixed]\nengine = \"cpu\"\n");
     std::fs::write(&spec, small).unwrap();
     let reference = tmp.path().join("reference");
     ok(bin().args(["sweep", "run"]).arg(&spec).arg("--out").arg(&reference));
@@ -406,4 +397,106 @@ fn per_sequence_results_do_not_depend_on_the_thread_count() {
         assert!(f.0 == files[0].0, "sequences.csv with {} threads differs from 1 thread", t + 1);
         assert!(f.1 == files[0].1, "layers.csv with {} threads differs from 1 thread", t + 1);
     }
+}
+
+/// Reads a run's manifest.
+fn manifest_of(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// A value scale of 1e300: in f64 the first layer runs (the state absorbs the scale into its log
+/// scale g = 690), and the second layer's scores, of scale e^{2g}, overflow f64; in f32 the
+/// weights themselves cannot be stored. Each is named (sequence, layer, part), counted as a
+/// fault in every metric from that layer on (never as withheld), left out of every mean, written
+/// to the manifest, and makes the exit status 1.
+#[test]
+fn numerical_faults_are_named_counted_per_layer_and_never_averaged() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (precision, layer, part, says) in
+        [("f64", 2, "attention", "the attention scores overflow f64"), ("f32", 1, "weights", "value weights")]
+    {
+        let out = tmp.path().join(precision);
+        let run = bin()
+            .args(["run", "--engine", "cpu", "--precision", precision, "--value", "scaled-identity:1e300"])
+            .args([
+                "--depth",
+                "4",
+                "--tokens",
+                "8",
+                "--width",
+                "8",
+                "--sequences",
+                "3",
+                "--spectrum-every",
+                "1",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let log = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{log}");
+        for s in 0..3 {
+            assert!(
+                log.contains(&format!("error: sequence {s} layer {layer} {part}: ")),
+                "{precision}: {log}"
+            );
+        }
+        assert!(log.contains(says) && log.contains("numerical faults") && !log.contains("withheld"), "{log}");
+        let manifest = manifest_of(&out);
+        let faults = manifest["faults"].as_array().unwrap();
+        assert_eq!(faults.len(), 3, "{manifest}");
+        assert!(faults.iter().all(|f| f["layer"] == layer && f["part"] == part), "{manifest}");
+        // 16 metrics x 3 sequences at every layer from the fault on, all faults.
+        let faulted_layers = (layer..=4).count() as u64;
+        assert_eq!(manifest["nonfinite_faults"], 16 * 3 * faulted_layers, "{manifest}");
+        assert_eq!(manifest["nonfinite_withheld"], 0, "{manifest}");
+        let csv = std::fs::read_to_string(out.join("layers.csv")).unwrap();
+        for line in csv.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let l: usize = f[0].parse().unwrap();
+            let (mean, count, nonfinite): (f64, u64, u64) =
+                (f[2].parse().unwrap(), f[7].parse().unwrap(), f[8].parse().unwrap());
+            if l >= layer {
+                assert_eq!((count, nonfinite), (0, 3), "{line}");
+                assert!(mean.is_nan(), "a faulted layer has no mean: {line}");
+            } else {
+                assert_eq!((count, nonfinite), (3, 0), "{line}");
+                assert!(!mean.is_nan(), "{line}");
+            }
+        }
+    }
+}
+
+/// A sweep point whose sequences fault: its record names the faults, and `sweep status` counts
+/// every non-finite value of the faulted sequences as a fault (none as withheld).
+#[test]
+fn a_sweep_point_with_numerical_faults_records_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("faults.toml");
+    std::fs::write(
+        &spec,
+        "[sweep]\nname = \"faults\"\nseed = 3\nrepeats = 1\n[fixed]\ntokens = 8\nwidth = 8\n\
+         sequences = 2\ndepth = 3\nengine = \"cpu\"\nspectrum_every = 1\n\
+         [grid]\nvalue = [\"gaussian\", \"scaled-identity:1e300\"]\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let run = bin().args(["sweep", "run"]).arg(&spec).arg("--out").arg(&out).output().unwrap();
+    let log = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{log}");
+    let recs: Vec<serde_json::Value> =
+        records(&out).iter().map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()).collect();
+    let bad: Vec<&serde_json::Value> =
+        recs.iter().filter(|r| r["faults"].as_array().is_some_and(|f| !f.is_empty())).collect();
+    assert_eq!(bad.len(), 1, "{recs:?}");
+    let faults = bad[0]["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 2);
+    assert!(faults.iter().all(|f| f["layer"] == 2 && f["part"] == "attention"), "{faults:?}");
+    // Layers 2 and 3 of both sequences, 16 metrics each.
+    assert_eq!(bad[0]["nonfinite_faults"], 64, "{}", bad[0]);
+    assert_eq!(bad[0]["nonfinite_withheld"], 0, "{}", bad[0]);
+    let status = bin().args(["sweep", "status"]).arg(&out).output().unwrap();
+    let report = text(&status.stdout);
+    assert!(report.contains("0 withheld values") && report.contains("64 numerical faults"), "{report}");
 }

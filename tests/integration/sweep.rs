@@ -4,11 +4,20 @@
 use std::path::Path;
 use std::process::Command;
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rankcollapse"))
 }
 
-const SPEC: &str = include_str!("../data/sweep_small.toml");
+pub(crate) const SPEC: &str = include_str!("../data/sweep_small.toml");
+
+/// The small sweep with slower points (about 0.2 s each on one thread), so that a kill or a
+/// signal lands while a point is computed.
+pub(crate) fn slow_spec() -> String {
+    SPEC.replace("tokens = 8", "tokens = 48")
+        .replace("sequences = 3", "sequences = 24")
+        .replace("depth = [2, 3]", "depth = [6, 9]")
+        .replace("depth = 3\n", "depth = 9\n")
+}
 
 fn write_spec(dir: &Path, text: &str) -> std::path::PathBuf {
     let p = dir.join("spec.toml");
@@ -81,15 +90,7 @@ fn shards_in_separate_processes_merge_to_the_single_process_result() {
 #[test]
 fn a_killed_sweep_resumes_without_losing_or_duplicating_points() {
     let tmp = tempfile::tempdir().unwrap();
-    // Slower points so the kill lands in the middle.
-    let spec = write_spec(
-        tmp.path(),
-        &SPEC
-            .replace("tokens = 8", "tokens = 48")
-            .replace("sequences = 3", "sequences = 24")
-            .replace("depth = [2, 3]", "depth = [6, 9]")
-            .replace("depth = 3\n", "depth = 9\n"),
-    );
+    let spec = write_spec(tmp.path(), &slow_spec());
     let reference = tmp.path().join("reference");
     ok(bin().args(["sweep", "run"]).arg(&spec).arg("--out").arg(&reference));
     let out = tmp.path().join("killed");
@@ -209,4 +210,57 @@ fn plan_emits_slurm_and_kubernetes_jobs_and_overrides_apply() {
     let other = write_spec(&other_dir, &SPEC.replace("seed = 7", "seed = 8"));
     let clash = bin().args(["sweep", "run"]).arg(&other).arg("--out").arg(&out).output().unwrap();
     assert!(!clash.status.success() && String::from_utf8_lossy(&clash.stderr).contains("different sweep"));
+}
+
+/// `--devices cpu|gpu` sends the points whose engine is auto to that engine (the records say
+/// which ran); a point that asks for the other engine is refused before anything runs, and an
+/// unknown value is an error naming it.
+#[test]
+fn devices_picks_the_engine_of_auto_points() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), SPEC);
+    let engines = |out: &Path| -> Vec<String> {
+        let set: std::collections::BTreeSet<String> = std::fs::read_dir(out.join("points"))
+            .unwrap()
+            .map(|e| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+                v["engine"].as_str().unwrap().to_string()
+            })
+            .collect();
+        set.into_iter().collect()
+    };
+    let out = tmp.path().join("cpu");
+    ok(bin().args(["sweep", "run"]).arg(&spec).arg("--out").arg(&out).args(["--devices", "cpu"]));
+    assert_eq!(engines(&out), ["cpu-f64"]);
+    // On the software adapter `auto` would pick the CPU engine: --devices gpu overrides that.
+    if super::gpu::context().is_some() {
+        let out = tmp.path().join("gpu");
+        ok(bin().args(["sweep", "run"]).arg(&spec).arg("--out").arg(&out).args(["--devices", "gpu"]));
+        assert_eq!(engines(&out), ["gpu-f32"]);
+    }
+    let cpu_spec = write_spec(tmp.path(), &SPEC.replace("[fixed]\n", "[fixed]\nengine = \"cpu\"\n"));
+    let o = bin()
+        .args(["sweep", "run"])
+        .arg(&cpu_spec)
+        .arg("--out")
+        .arg(tmp.path().join("refused"))
+        .args(["--devices", "gpu"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{log}");
+    assert!(log.contains("--devices gpu contradicts point") && log.contains("whose engine is cpu"), "{log}");
+    assert!(!tmp.path().join("refused").join("points").read_dir().is_ok_and(|mut d| d.next().is_some()));
+    let o = bin()
+        .args(["sweep", "run"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .args(["--devices", "tpu"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{log}");
+    assert!(log.contains("--devices \"tpu\" is invalid"), "{log}");
 }

@@ -4,9 +4,10 @@
 //! per-sequence metric ingredients are the only data read back, once per chunk. Each sequence's
 //! work is the same whatever the chunk, so results do not depend on the chunk size.
 
-use super::profile::Profiler;
+use super::profile::{KernelTimes, Profiler};
 use super::GpuContext;
 use crate::config::{Activation, Attention, Config, Input, Mask, Mlp, Norm, NormKind, Weights};
+use crate::engine::SequenceFault;
 use crate::metrics::LayerMetrics;
 use crate::model::state::Tracked;
 use crate::model::{weight_matrix, weight_sequence};
@@ -85,6 +86,11 @@ struct Chunk<'a> {
     vecs: wgpu::Buffer,
     cparts: wgpu::Buffer,
     raw: wgpu::Buffer,
+    /// Per sequence: the code of the first layer part whose output is not a valid state (0: none).
+    faults: wgpu::Buffer,
+    /// The layer being applied (1-based) and the part (PART_*), for the fault codes.
+    layer: usize,
+    part: usize,
     tiles: usize,
     /// The dense attention matrices of one head (layers with a spectrum only).
     amat: Option<wgpu::Buffer>,
@@ -213,9 +219,44 @@ impl<'a> Chunk<'a> {
     }
 
     /// Turns the pre-form rows in `st` (scales in `pre`) into a state.
+    /// Flags the sequences whose state `st` (the output of `part`) is not valid; `before` (the
+    /// part's input) also lets attention flag a residual that fell off the log scale's range.
+    fn check(&mut self, st: &St, before: Option<&St>, part: usize) {
+        let code = 8 * self.layer + part;
+        let underflow = match before {
+            Some(_) if self.cfg.attention == Attention::Softmax => 8 * self.layer + ATTENTION_UNDERFLOW,
+            _ => 0,
+        };
+        let before = before.unwrap_or(st).scal.clone();
+        self.check_logs(st, &st.scal.clone(), (4, 2), &before, code, underflow);
+    }
+
+    /// The check kernel on st's rows with the log scales `logs` ((stride, count) per sequence).
+    fn check_logs(
+        &mut self,
+        st: &St,
+        logs: &wgpu::Buffer,
+        (stride, count): (usize, usize),
+        before: &wgpu::Buffer,
+        code: usize,
+        underflow: usize,
+    ) {
+        let p = P::default().u(self.n).u(st.w).u(code).u(underflow).u(stride).u(count);
+        let faults = self.faults.clone();
+        self.dispatch(
+            "check",
+            "check",
+            p,
+            &[(1, &st.data), (2, logs), (3, before), (4, &faults)],
+            (self.batch as u32, 1, 1),
+        );
+    }
+
     fn compose(&mut self, st: &St, blocks: usize, block_w: usize) {
         let p = P::default().u(self.n).u(st.w).u(self.batch).u(self.ps).u(blocks).u(block_w);
         let (pre, colbuf) = (self.pre.clone(), self.colbuf.clone());
+        // Before compose folds a NaN or an infinity into a valid-looking state.
+        self.check_logs(st, &pre, (self.ps, 2 + blocks), &pre, 8 * self.layer + self.part, 0);
         self.dispatch(
             "state",
             "compose",
@@ -369,6 +410,7 @@ impl<'a> Chunk<'a> {
     }
 
     fn normalise(&mut self, x: &St, out: &St) {
+        self.part = PART_NORM;
         let cfg = self.cfg;
         let kind = match cfg.norm {
             Norm::None => return self.copy(x, out),
@@ -401,6 +443,7 @@ impl<'a> Chunk<'a> {
 
     /// out = a x + b f (or f itself for no skip).
     fn skip(&mut self, x: &St, f: &St, out: &St) {
+        self.part = PART_SKIP;
         let (a, b) = self.cfg.skip.coefficients();
         if (a, b) == (0.0, 1.0) {
             return self.copy(f, out);
@@ -419,6 +462,7 @@ impl<'a> Chunk<'a> {
     }
 
     fn attention(&mut self, x: &St, out: &St, b: &Bufs, layer: usize) {
+        self.part = PART_ATTENTION;
         let cfg = self.cfg;
         let (d, r, dv, heads, n) = (cfg.width, cfg.head_rank(), cfg.value_dim(), cfg.heads, self.n);
         let softmax = cfg.attention == Attention::Softmax;
@@ -579,6 +623,7 @@ impl<'a> Chunk<'a> {
     }
 
     fn mlp(&mut self, x: &St, out: &St, b: &Bufs, layer: usize) {
+        self.part = PART_MLP;
         let cfg = self.cfg;
         let act = match cfg.mlp {
             Mlp::None => return self.copy(x, out),
@@ -687,6 +732,9 @@ fn new_chunk<'a>(
         vecs: storage(ctx, "vectors", batch * (LANCZOS_STEPS + 3) * d),
         cparts: storage(ctx, "cosines", batch * tiles),
         raw: storage(ctx, "raw", batch * (cfg.depth + 1) * RAW),
+        faults: storage(ctx, "faults", batch),
+        layer: 0,
+        part: 0,
         tiles,
         amat: (cfg.spectrum_every > 0).then(|| storage(ctx, "attention matrices", batch * n * n)),
         spectra: vec![Vec::new(); cfg.depth + 1],
@@ -719,7 +767,7 @@ fn run_chunk(
     first: usize,
     batch: usize,
     profiler: Option<&mut Profiler>,
-) -> anyhow::Result<(Vec<f32>, Spectra)> {
+) -> anyhow::Result<(Vec<f32>, Spectra, Vec<u32>)> {
     let (mut c, b) = new_chunk(ctx, k, cfg, first, batch);
     c.profiler = profiler;
     let hidden = cfg.mlp_hidden();
@@ -728,36 +776,53 @@ fn run_chunk(
     c.flush();
     let has_mlp = hidden > 0;
     for layer in 0..cfg.depth {
+        c.layer = layer + 1;
         match cfg.norm {
             Norm::Pre(_) => {
                 c.normalise(&b.x, &b.nrm);
+                c.check(&b.nrm, None, PART_NORM);
                 c.attention(&b.nrm, &b.f, &b, layer);
+                c.check(&b.f, Some(&b.nrm), PART_ATTENTION);
                 c.skip(&b.x, &b.f, &b.s);
+                c.check(&b.s, None, PART_SKIP);
                 c.copy(&b.s, &b.x);
                 if has_mlp {
                     c.normalise(&b.x, &b.nrm);
+                    c.check(&b.nrm, None, PART_NORM);
                     c.mlp(&b.nrm, &b.f, &b, layer);
+                    c.check(&b.f, None, PART_MLP);
                     c.skip(&b.x, &b.f, &b.s);
+                    c.check(&b.s, None, PART_SKIP);
                     c.copy(&b.s, &b.x);
                 }
             }
             Norm::Post(_) => {
                 c.attention(&b.x, &b.f, &b, layer);
+                c.check(&b.f, Some(&b.x), PART_ATTENTION);
                 c.skip(&b.x, &b.f, &b.s);
+                c.check(&b.s, None, PART_SKIP);
                 c.normalise(&b.s, &b.x);
+                c.check(&b.x, None, PART_NORM);
                 if has_mlp {
                     c.mlp(&b.x, &b.f, &b, layer);
+                    c.check(&b.f, None, PART_MLP);
                     c.skip(&b.x, &b.f, &b.s);
+                    c.check(&b.s, None, PART_SKIP);
                     c.normalise(&b.s, &b.x);
+                    c.check(&b.x, None, PART_NORM);
                 }
             }
             Norm::None => {
                 c.attention(&b.x, &b.f, &b, layer);
+                c.check(&b.f, Some(&b.x), PART_ATTENTION);
                 c.skip(&b.x, &b.f, &b.s);
+                c.check(&b.s, None, PART_SKIP);
                 c.copy(&b.s, &b.x);
                 if has_mlp {
                     c.mlp(&b.x, &b.f, &b, layer);
+                    c.check(&b.f, None, PART_MLP);
                     c.skip(&b.x, &b.f, &b.s);
+                    c.check(&b.s, None, PART_SKIP);
                     c.copy(&b.s, &b.x);
                 }
             }
@@ -769,9 +834,28 @@ fn run_chunk(
     if let Some(e) = c.error.take() {
         return Err(e.context("reading back the attention matrices"));
     }
-    let raw = c.raw.clone();
-    let raw = ctx.read_back::<f32>(&raw, (batch * (cfg.depth + 1) * RAW * 4) as u64)?;
-    Ok((raw, std::mem::take(&mut c.spectra)))
+    let raw = ctx.read_back::<f32>(&c.raw, (batch * (cfg.depth + 1) * RAW * 4) as u64)?;
+    let faults = ctx.read_back::<u32>(&c.faults, (batch * 4) as u64)?;
+    Ok((raw, std::mem::take(&mut c.spectra), faults))
+}
+
+/// The layer parts named by the fault codes of shaders/check.wgsl (code = 8 layer + part).
+const FAULT_PARTS: [&str; 6] = ["", "attention", "norm", "mlp", "skip", "attention"];
+const PART_ATTENTION: usize = 1;
+const PART_NORM: usize = 2;
+const PART_MLP: usize = 3;
+const PART_SKIP: usize = 4;
+const ATTENTION_UNDERFLOW: usize = 5;
+
+/// What a fault code says: (layer, part, what).
+fn decode_fault(code: u32) -> (usize, &'static str, &'static str) {
+    let part = (code % 8) as usize;
+    let what = if part == ATTENTION_UNDERFLOW {
+        "the residual fell below the range of its f32 log scale (l = -inf from a state with a residual)"
+    } else {
+        "a NaN or an infinity in the state (R, m, or the log scales g, l)"
+    };
+    ((code / 8) as usize, FAULT_PARTS.get(part).copied().unwrap_or("unknown part"), what)
 }
 
 /// Why the GPU engine cannot run this configuration at all, if it cannot.
@@ -869,8 +953,10 @@ pub struct Simulation {
     pub chunk: usize,
     /// One line per chunk that failed and was retried smaller.
     pub retries: Vec<String>,
+    /// Sequences whose state a layer part made invalid (their metrics from that layer on are NaN).
+    pub faults: Vec<SequenceFault>,
     /// With `profile`: per kernel, passes and nanoseconds (slowest first), or why there are none.
-    pub profile: Option<Result<Vec<(String, u64, f64)>, String>>,
+    pub profile: Option<Result<KernelTimes, String>>,
 }
 
 /// Test hook: `RANKCOLLAPSE_TEST_GPU_OOM_ABOVE=S` makes every chunk of more than S sequences
@@ -892,12 +978,13 @@ pub fn simulate_checked(
     let mut profiler = profile.then(|| Profiler::new(ctx));
     let mut chunk = chunk.max(1);
     let mut retries = Vec::new();
+    let mut faults = Vec::new();
     let mut out = Vec::with_capacity(cfg.sequences);
     let mut first = 0;
     while first < cfg.sequences {
         let batch = chunk.min(cfg.sequences - first);
         let timer = profiler.as_mut().and_then(|p| p.as_mut().ok());
-        let (raw, spectra) = match run_chunk_scoped(ctx, kernels, cfg, first, batch, timer) {
+        let (raw, spectra, codes) = match run_chunk_scoped(ctx, kernels, cfg, first, batch, timer) {
             Ok(r) => r,
             Err(e) if batch > 1 && ctx.lost().is_none() => {
                 chunk = batch / 2;
@@ -911,7 +998,7 @@ pub fn simulate_checked(
             Err(e) => return Err(e.context(format!("GPU chunk of sequences {first}..{}", first + batch))),
         };
         for b in 0..batch {
-            let history = (0..=cfg.depth)
+            let history: Vec<LayerMetrics> = (0..=cfg.depth)
                 .map(|layer| {
                     let at = (b * (cfg.depth + 1) + layer) * RAW;
                     let mut m = layer_metrics_from_raw(&raw[at..at + RAW], cfg.tokens, layer > 0);
@@ -925,10 +1012,37 @@ pub fn simulate_checked(
                 .collect();
             out.push(history);
         }
+        // Per sequence, the first fault: a layer part that made the state invalid (the check
+        // kernel's code), or a metrics kernel whose loops the driver cut short (raw value 15).
+        for b in 0..batch {
+            let cut = (0..=cfg.depth).find(|layer| raw[(b * (cfg.depth + 1) + layer) * RAW + 15] != 0.0);
+            let cut = cut.map(|layer| {
+                let what = format!(
+                    "the adapter {} stopped the metrics kernel's loops short (llvmpipe stops every loop \
+                     of an invocation after {LLVMPIPE_LOOP_LIMIT} passes); use a hardware GPU or --engine cpu",
+                    ctx.info.name
+                );
+                (layer, "metrics", what)
+            });
+            let state = (codes[b] != 0).then(|| {
+                let (layer, part, what) = decode_fault(codes[b]);
+                (layer, part, what.to_string())
+            });
+            let first_fault = match (cut, state) {
+                (Some(c), Some(s)) => Some(if s.0 <= c.0 { s } else { c }),
+                (c, s) => c.or(s),
+            };
+            let Some((layer, part, what)) = first_fault else { continue };
+            // Nothing from the faulty layer on is a number: never averaged into a mean.
+            for (l, m) in out[first + b].iter_mut().enumerate().skip(layer) {
+                *m = LayerMetrics::faulted(l > 0, cfg.spectrum_at(l));
+            }
+            faults.push(SequenceFault { sequence: first + b, layer, part: part.to_string(), what });
+        }
         first += batch;
     }
     let profile = profiler.map(|p| p.map(|p| p.totals()));
-    Ok(Simulation { per_sequence: out, chunk, retries, profile })
+    Ok(Simulation { per_sequence: out, chunk, retries, profile, faults })
 }
 
 /// [`run_chunk`] inside out-of-memory and validation error scopes: any error of the chunk, or a
@@ -940,7 +1054,7 @@ fn run_chunk_scoped(
     first: usize,
     batch: usize,
     profiler: Option<&mut Profiler>,
-) -> anyhow::Result<(Vec<f32>, Spectra)> {
+) -> anyhow::Result<(Vec<f32>, Spectra, Vec<u32>)> {
     if let Some(limit) = std::env::var(OOM_HOOK).ok().and_then(|v| v.trim().parse::<usize>().ok()) {
         if batch > limit {
             anyhow::bail!("out of device memory (injected by {OOM_HOOK}={limit})");

@@ -39,6 +39,7 @@ pub const SHADERS: &[Shader] = &[
     family!("norm", ["normalise"]),
     family!("activation", ["activate"]),
     family!("metrics", ["cosines", "metrics"]),
+    family!("check", ["check"]),
 ];
 
 /// Adapter properties that matter to us, for `rankcollapse devices`.
@@ -135,15 +136,18 @@ impl GpuContext {
         let all = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         let wanted = selector.map(str::to_string).or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let adapter = match &wanted {
-            Some(s) => all
-                .into_iter()
-                .enumerate()
-                .find(|(i, a)| {
-                    s.parse::<usize>() == Ok(*i)
-                        || a.get_info().name.to_lowercase().contains(&s.to_lowercase())
-                })
-                .map(|(_, a)| a)
-                .ok_or_else(|| anyhow::anyhow!("no GPU adapter matches {s:?} (see rankcollapse devices)"))?,
+            // An index is an index (adapter names hold digits too), else a name substring.
+            Some(s) => match s.trim().parse::<usize>() {
+                Ok(i) => all.into_iter().nth(i).ok_or_else(|| {
+                    anyhow::anyhow!("no GPU adapter has index {i} (see rankcollapse devices)")
+                })?,
+                Err(_) => all
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&s.to_lowercase()))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("no GPU adapter matches {s:?} (see rankcollapse devices)")
+                    })?,
+            },
             None => {
                 let hardware = all.iter().position(|a| is_hardware(&a.get_info())).unwrap_or(0);
                 all.into_iter().nth(hardware).ok_or_else(|| anyhow::anyhow!("no GPU adapter found"))?

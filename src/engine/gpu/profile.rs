@@ -11,6 +11,9 @@ pub type Kernel = (&'static str, &'static str);
 /// Queries per query set (wgpu's largest): 2048 passes between two submits.
 const QUERIES: u32 = 4096;
 
+/// Per kernel ("family.entry"): passes and total nanoseconds on the device.
+pub type KernelTimes = Vec<(String, u64, f64)>;
+
 /// Timestamps of the passes recorded since the last submit, and the totals so far.
 pub struct Profiler {
     set: wgpu::QuerySet,
@@ -84,7 +87,7 @@ impl Profiler {
     }
 
     /// Per kernel: passes and nanoseconds, the slowest first.
-    pub fn totals(&self) -> Vec<(String, u64, f64)> {
+    pub fn totals(&self) -> KernelTimes {
         let mut rows: Vec<_> =
             self.totals.iter().map(|((f, e), (n, ns))| (format!("{f}.{e}"), *n, *ns)).collect();
         rows.sort_by(|a, b| b.2.total_cmp(&a.2));
