@@ -80,7 +80,10 @@ fn bench_with_flops(
             t
         })
     });
-    let per_iter = spent.get().as_secs_f64() / iters.get().max(1) as f64;
+    if iters.get() == 0 {
+        return; // filtered out on the command line: nothing was timed
+    }
+    let per_iter = spent.get().as_secs_f64() / iters.get() as f64;
     let flops = estimated_flops(cfg);
     println!(
         "{name}: {:.3e} FLOP per run (sweep::estimated_flops), {:.3} s per run, {:.2} GFLOP/s",
