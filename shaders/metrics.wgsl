@@ -7,7 +7,8 @@
 
 struct Params {
     n: u32, d: u32, batch: u32, tiles: u32,
-    layer: u32, layers: u32, has_attn: u32, _p0: u32,
+    // cut_hook: layer + 1 at which the canary reports a cut (test hook; 0 = never).
+    layer: u32, layers: u32, has_attn: u32, cut_hook: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -321,6 +322,7 @@ fn metrics(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
         raw[out + 12u] = ent_sum / nf;
         raw[out + 13u] = 0.0;
         raw[out + 14u] = 0.0;
-        raw[out + 15u] = select(1.0, 0.0, loops_ran(max(p.d, 2u)));
+        let ran = loops_ran(max(p.d, 2u)) && p.cut_hook != p.layer + 1u;
+        raw[out + 15u] = select(1.0, 0.0, ran);
     }
 }

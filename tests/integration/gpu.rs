@@ -434,3 +434,52 @@ fn a_numerical_fault_on_the_gpu_is_named_and_counted() {
     assert_eq!(manifest["nonfinite_faults"], 16 * 2 * 3, "{manifest}");
     assert_eq!(manifest["nonfinite_withheld"], 0, "{manifest}");
 }
+
+/// A metrics kernel whose loops the driver cut short (llvmpipe past 65535 loop passes) is
+/// reported as a `metrics` fault of that layer, never as numbers. The real cut cannot be produced
+/// on purpose (the reductions no longer loop), so the engine's hook makes the kernel's canary
+/// report it at layer 2; layers 0 and 1 stay numbers, equal to an unhooked run's.
+#[test]
+fn a_metrics_kernel_cut_short_is_a_fault_not_a_number() {
+    use rankcollapse::engine::gpu::engine::CUT_HOOK;
+    let Some(_ctx) = context() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let args =
+        ["run", "--engine", "gpu", "--depth", "3", "--tokens", "8", "--width", "8", "--sequences", "2"];
+    let clean = tmp.path().join("clean");
+    let o = binary().args(args).arg("--sequences-csv").arg("--out").arg(&clean).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cut = tmp.path().join("cut");
+    let o = binary()
+        .args(args)
+        .arg("--sequences-csv")
+        .arg("--out")
+        .arg(&cut)
+        .env(CUT_HOOK, "2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    for s in 0..2 {
+        assert!(stderr.contains(&format!("error: sequence {s} layer 2 metrics: ")), "{stderr}");
+    }
+    assert!(stderr.contains("stopped the metrics kernel's loops short"), "{stderr}");
+    let rows = |dir: &std::path::Path| -> Vec<Vec<String>> {
+        std::fs::read_to_string(dir.join("sequences.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(String::from).collect())
+            .collect()
+    };
+    let (clean, cut) = (rows(&clean), rows(&cut));
+    assert_eq!(clean.len(), cut.len());
+    for (a, b) in clean.iter().zip(&cut) {
+        let layer: usize = a[1].parse().unwrap();
+        if layer < 2 {
+            assert_eq!(a, b, "layers before the cut are the same numbers");
+        } else {
+            assert!(b[2..].iter().all(|v| v.is_empty() || v.parse::<f64>().unwrap().is_nan()), "{b:?}");
+        }
+    }
+}

@@ -665,7 +665,12 @@ impl<'a> Chunk<'a> {
         );
         let layers = self.cfg.depth + 1;
         let (batch, tiles) = (self.batch, self.tiles);
-        let p = || P::default().u(n).u(d).u(batch).u(tiles).u(layer).u(layers).u(usize::from(has_attn));
+        // Test hook: the canary of this state's metrics reports a cut, as llvmpipe's would.
+        let cut_hook = std::env::var(CUT_HOOK).ok().and_then(|v| v.trim().parse::<usize>().ok());
+        let cut_hook = cut_hook.map_or(0, |l| l + 1);
+        let p = || {
+            P::default().u(n).u(d).u(batch).u(tiles).u(layer).u(layers).u(usize::from(has_attn)).u(cut_hook)
+        };
         let cparts = self.cparts.clone();
         self.dispatch(
             "metrics",
@@ -962,6 +967,11 @@ pub struct Simulation {
 /// Test hook: `RANKCOLLAPSE_TEST_GPU_OOM_ABOVE=S` makes every chunk of more than S sequences
 /// fail as out of memory, so that the retry path runs for real.
 pub const OOM_HOOK: &str = "RANKCOLLAPSE_TEST_GPU_OOM_ABOVE";
+
+/// Test hook: `RANKCOLLAPSE_TEST_CUT_METRICS=L` makes the metrics kernel's canary report that the
+/// driver cut its loops short at layer L (0 = the input), as llvmpipe does past its loop limit,
+/// so that the detection's read-back and report run for real.
+pub const CUT_HOOK: &str = "RANKCOLLAPSE_TEST_CUT_METRICS";
 
 /// [`simulate_with`], reporting retries: a chunk that fails (out of memory, a binding or buffer
 /// limit) is run again in halves, down to one sequence; results do not depend on the chunk size.
