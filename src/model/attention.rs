@@ -335,11 +335,15 @@ pub fn attend<T: Real>(
             };
             // The attention row itself: entropy and, if asked, the dense matrix.
             let unit = exp_or_zero(ld + phi);
+            // log A_ij is known exactly off the pivot where the scores are kept as logs (split
+            // regime, or A = p): no logarithm per weight. The pivot's t may have cancelled, so
+            // its log is taken of the weight itself, as in the linear regime.
+            let exact_log = regime == Regime::Split || row.x.is_empty();
             let mut h = 0.0;
             for k in 0..len {
                 let a = q(k) + unit * w[k];
                 if a > 0.0 {
-                    h -= a * a.ln();
+                    h -= a * if exact_log && k != pivot { row.log_a(k) } else { a.ln() };
                 }
                 if let Some(m) = dense_a.as_mut() {
                     m[[i, row.lo + k]] = a;
