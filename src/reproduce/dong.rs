@@ -7,7 +7,7 @@ use super::figure::{Figure, Series};
 use super::{base_config, by_layer, fmt, fmt_list, layer_mean, Claim, Options, Report};
 use crate::config::{Config, Mlp, Norm, Skip, Weights};
 use crate::metrics::layer_metrics;
-use crate::model::{apply_layer, input_tokens, layer_weights_f64, Tracked};
+use crate::model::{apply_layer_checked, input_tokens, layer_weights_f64, Tracked};
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
 use std::path::Path;
@@ -87,7 +87,7 @@ pub fn deep_run(cfg: &Config) -> anyhow::Result<Deep> {
     }
     let per_seq: Vec<[Vec<f64>; 2]> = (0..cfg.sequences)
         .into_par_iter()
-        .map(|s| {
+        .map(|s| -> anyhow::Result<[Vec<f64>; 2]> {
             let mut x = Tracked::from_matrix(input_tokens(cfg, s));
             let mut rel = Vec::with_capacity(cfg.depth + 1);
             let mut abs = Vec::with_capacity(cfg.depth + 1);
@@ -96,13 +96,18 @@ pub fn deep_run(cfg: &Config) -> anyhow::Result<Deep> {
                 abs.push((x.log_scale + x.log_res + norm_1inf(&x.res).ln()) / std::f64::consts::LN_10);
             };
             record(&x);
-            for w in weights.iter().take(cfg.depth) {
-                x = apply_layer(cfg, w, &x, false).0;
+            for (layer, w) in weights.iter().take(cfg.depth).enumerate() {
+                let (y, _, fault) = apply_layer_checked(cfg, w, &x, false);
+                if let Some(f) = fault {
+                    // A mean over sequences must not take in a state the representation lost.
+                    anyhow::bail!("sequence {s} layer {} {}: {}", layer + 1, f.part, f.what);
+                }
+                x = y;
                 record(&x);
             }
-            [rel, abs]
+            Ok([rel, abs])
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let layers = cfg.depth + 1;
     // Mean over sequences of quantity k (0: relative, 1: absolute) at every layer.
     let mean = |k: usize| -> Vec<f64> {

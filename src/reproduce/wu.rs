@@ -7,7 +7,7 @@
 use super::figure::{Figure, Series};
 use super::{base_config, by_layer, fmt, fmt_list, layer_mean, slope, Claim, Options, Report};
 use crate::config::{Attention, Config, Mask, Norm, NormKind, Weights};
-use crate::model::{apply_layer, HeadWeights, LayerWeights, Tracked};
+use crate::model::{apply_layer_checked, HeadWeights, LayerWeights, Tracked};
 use ndarray::Array2;
 use std::path::Path;
 
@@ -94,8 +94,12 @@ pub fn sphere_trajectory(
     };
     let mut state = Tracked::from_matrix(x.clone());
     let mut out = vec![unit(x)];
-    for _ in 0..depth {
-        state = apply_layer(&cfg, &w, &state, false).0;
+    for layer in 1..=depth {
+        let (next, _, fault) = apply_layer_checked(&cfg, &w, &state, false);
+        if let Some(f) = fault {
+            anyhow::bail!("layer {layer} {}: {}", f.part, f.what);
+        }
+        state = next;
         out.push(unit(state.dense()));
     }
     Ok(out)
