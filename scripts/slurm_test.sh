@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end test of `rankcollapse sweep` on a real single-node Slurm cluster:
-#   1. cargo build --profile test (the profile `cargo test` just built: only the crate recompiles)
+#   1. cargo build (the dev profile: it shares the dependencies the tests built)
 #   2. start Slurm (scripts/slurm/start.sh; installs slurm-wlm and munge when missing)
 #   3. write a small sweep spec (2 depths x 3 masks, one excluded, 2 repeats: 10 points)
 #   4. `sweep plan --shards 3 --emit slurm`, then `sbatch --wait` the emitted array job
@@ -69,10 +69,10 @@ check() { # check NAME COMMAND...: a check that is recorded and does not stop th
     fi
 }
 
-step "cargo build --profile test"
-cargo build --profile test
+step "cargo build"
+cargo build
 bin=$repo/target/debug/rankcollapse
-[[ -x $bin ]] || die "no binary at $bin after cargo build --profile test"
+[[ -x $bin ]] || die "no binary at $bin after cargo build"
 
 step "starting Slurm in $slurm_dir"
 slurm_started=1
