@@ -85,7 +85,7 @@ fn apply(b: u32, tid: u32, mode: u32, src: u32, dst: u32, s2: f32, t: f32, vu: u
     var pm = 0.0;
     var pw = 0.0;
     for (var j = tid; j < d; j += WG) {
-        let v = vecs[src + j] - su * vecs[vu + j];
+        let v = select(vecs[src + j], vecs[src + j] - su * vecs[vu + j], mode == 2u);
         pm += x[mrow + j] * v;
         pw += vecs[vw + j] * v;
     }
@@ -93,7 +93,11 @@ fn apply(b: u32, tid: u32, mode: u32, src: u32, dst: u32, s2: f32, t: f32, vu: u
     let wv = reduce_sum(tid, pw);
     for (var j = tid; j < d; j += WG) {
         var acc = 0.0;
-        for (var k = 0u; k < d; k++) { acc += cmat[cb + j * d + k] * (vecs[src + k] - su * vecs[vu + k]); }
+        if (mode == 2u) {
+            for (var k = 0u; k < d; k++) { acc += cmat[cb + j * d + k] * (vecs[src + k] - su * vecs[vu + k]); }
+        } else {
+            for (var k = 0u; k < d; k++) { acc += cmat[cb + j * d + k] * vecs[src + k]; }
+        }
         if (mode == 1u) { acc = s2 * acc + f32(p.n) * mv * x[mrow + j]; }
         if (mode == 2u) { acc -= t * wv * vecs[vw + j]; }
         vecs[dst + j] = acc;

@@ -91,6 +91,8 @@ struct Chunk<'a> {
     /// The layer being applied (1-based) and the part (PART_*), for the fault codes.
     layer: usize,
     part: usize,
+    /// Test hook [`CUT_HOOK`]: layer + 1 whose metrics canary reports a cut (0: none).
+    cut_hook: usize,
     tiles: usize,
     /// The dense attention matrices of one head (layers with a spectrum only).
     amat: Option<wgpu::Buffer>,
@@ -218,11 +220,11 @@ impl<'a> Chunk<'a> {
         enc.copy_buffer_to_buffer(&from.scal, 0, &to.scal, 0, scal);
     }
 
-    /// Turns the pre-form rows in `st` (scales in `pre`) into a state.
-    /// Flags the sequences whose state `st` (the output of `part`) is not valid; `before` (the
-    /// part's input) also lets attention flag a residual that fell off the log scale's range.
-    fn check(&mut self, st: &St, before: Option<&St>, part: usize) {
-        let code = 8 * self.layer + part;
+    /// Flags the sequences whose state `st` (the output of the part being applied) is not valid;
+    /// `before` (the part's input) also lets attention flag a residual that fell off the log
+    /// scale's range. Each part calls it on its output (not the copies a plain part makes).
+    fn check(&mut self, st: &St, before: Option<&St>) {
+        let code = 8 * self.layer + self.part;
         let underflow = match before {
             Some(_) if self.cfg.attention == Attention::Softmax => 8 * self.layer + ATTENTION_UNDERFLOW,
             _ => 0,
@@ -252,6 +254,7 @@ impl<'a> Chunk<'a> {
         );
     }
 
+    /// Turns the pre-form rows in `st` (scales in `pre`) into a state.
     fn compose(&mut self, st: &St, blocks: usize, block_w: usize) {
         let p = P::default().u(self.n).u(st.w).u(self.batch).u(self.ps).u(blocks).u(block_w);
         let (pre, colbuf) = (self.pre.clone(), self.colbuf.clone());
@@ -439,6 +442,7 @@ impl<'a> Chunk<'a> {
             (self.batch as u32, 1, 1),
         );
         self.compose(out, 1, out.w);
+        self.check(out, None);
     }
 
     /// out = a x + b f (or f itself for no skip).
@@ -459,6 +463,7 @@ impl<'a> Chunk<'a> {
             (gx, gy, self.batch as u32),
         );
         self.compose(out, 1, out.w);
+        self.check(out, None);
     }
 
     fn attention(&mut self, x: &St, out: &St, b: &Bufs, layer: usize) {
@@ -577,6 +582,7 @@ impl<'a> Chunk<'a> {
             let wo = self.weights(cfg.out_proj, heads * dv, d, Purpose::Output, layer, 0);
             self.linear(&b.cat, &wo, out);
         }
+        self.check(out, Some(x));
     }
 
     /// Adds this head's share of [sigma_1(A), sigma_2(A), sigma_1(A - 11^T/n)] of every sequence
@@ -649,6 +655,7 @@ impl<'a> Chunk<'a> {
         );
         self.compose(&b.h2, 1, hidden);
         self.linear(&b.h2, &w2, out);
+        self.check(out, None);
     }
 
     /// The metric ingredients of state x after `layer` into the read-back buffer.
@@ -665,9 +672,7 @@ impl<'a> Chunk<'a> {
         );
         let layers = self.cfg.depth + 1;
         let (batch, tiles) = (self.batch, self.tiles);
-        // Test hook: the canary of this state's metrics reports a cut, as llvmpipe's would.
-        let cut_hook = std::env::var(CUT_HOOK).ok().and_then(|v| v.trim().parse::<usize>().ok());
-        let cut_hook = cut_hook.map_or(0, |l| l + 1);
+        let cut_hook = self.cut_hook;
         let p = || {
             P::default().u(n).u(d).u(batch).u(tiles).u(layer).u(layers).u(usize::from(has_attn)).u(cut_hook)
         };
@@ -740,6 +745,10 @@ fn new_chunk<'a>(
         faults: storage(ctx, "faults", batch),
         layer: 0,
         part: 0,
+        cut_hook: std::env::var(CUT_HOOK)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map_or(0, |l| l + 1),
         tiles,
         amat: (cfg.spectrum_every > 0).then(|| storage(ctx, "attention matrices", batch * n * n)),
         spectra: vec![Vec::new(); cfg.depth + 1],
@@ -764,6 +773,9 @@ fn new_chunk<'a>(
 /// Per layer and sequence: [sigma_1(A), sigma_2(A), sigma_1(A - 11^T/n)], mean over heads.
 type Spectra = Vec<Vec<[f64; 3]>>;
 
+/// What a chunk reads back: the raw metric values, the spectra and the fault code per sequence.
+type ChunkOut = (Vec<f32>, Spectra, Vec<u32>);
+
 /// Runs sequences [first, first + batch) and returns their raw read-back values and spectra.
 fn run_chunk(
     ctx: &GpuContext,
@@ -772,7 +784,7 @@ fn run_chunk(
     first: usize,
     batch: usize,
     profiler: Option<&mut Profiler>,
-) -> anyhow::Result<(Vec<f32>, Spectra, Vec<u32>)> {
+) -> anyhow::Result<ChunkOut> {
     let (mut c, b) = new_chunk(ctx, k, cfg, first, batch);
     c.profiler = profiler;
     let hidden = cfg.mlp_hidden();
@@ -785,49 +797,33 @@ fn run_chunk(
         match cfg.norm {
             Norm::Pre(_) => {
                 c.normalise(&b.x, &b.nrm);
-                c.check(&b.nrm, None, PART_NORM);
                 c.attention(&b.nrm, &b.f, &b, layer);
-                c.check(&b.f, Some(&b.nrm), PART_ATTENTION);
                 c.skip(&b.x, &b.f, &b.s);
-                c.check(&b.s, None, PART_SKIP);
                 c.copy(&b.s, &b.x);
                 if has_mlp {
                     c.normalise(&b.x, &b.nrm);
-                    c.check(&b.nrm, None, PART_NORM);
                     c.mlp(&b.nrm, &b.f, &b, layer);
-                    c.check(&b.f, None, PART_MLP);
                     c.skip(&b.x, &b.f, &b.s);
-                    c.check(&b.s, None, PART_SKIP);
                     c.copy(&b.s, &b.x);
                 }
             }
             Norm::Post(_) => {
                 c.attention(&b.x, &b.f, &b, layer);
-                c.check(&b.f, Some(&b.x), PART_ATTENTION);
                 c.skip(&b.x, &b.f, &b.s);
-                c.check(&b.s, None, PART_SKIP);
                 c.normalise(&b.s, &b.x);
-                c.check(&b.x, None, PART_NORM);
                 if has_mlp {
                     c.mlp(&b.x, &b.f, &b, layer);
-                    c.check(&b.f, None, PART_MLP);
                     c.skip(&b.x, &b.f, &b.s);
-                    c.check(&b.s, None, PART_SKIP);
                     c.normalise(&b.s, &b.x);
-                    c.check(&b.x, None, PART_NORM);
                 }
             }
             Norm::None => {
                 c.attention(&b.x, &b.f, &b, layer);
-                c.check(&b.f, Some(&b.x), PART_ATTENTION);
                 c.skip(&b.x, &b.f, &b.s);
-                c.check(&b.s, None, PART_SKIP);
                 c.copy(&b.s, &b.x);
                 if has_mlp {
                     c.mlp(&b.x, &b.f, &b, layer);
-                    c.check(&b.f, None, PART_MLP);
                     c.skip(&b.x, &b.f, &b.s);
-                    c.check(&b.s, None, PART_SKIP);
                     c.copy(&b.s, &b.x);
                 }
             }
@@ -1064,7 +1060,7 @@ fn run_chunk_scoped(
     first: usize,
     batch: usize,
     profiler: Option<&mut Profiler>,
-) -> anyhow::Result<(Vec<f32>, Spectra, Vec<u32>)> {
+) -> anyhow::Result<ChunkOut> {
     if let Some(limit) = std::env::var(OOM_HOOK).ok().and_then(|v| v.trim().parse::<usize>().ok()) {
         if batch > limit {
             anyhow::bail!("out of device memory (injected by {OOM_HOOK}={limit})");
