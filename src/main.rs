@@ -102,7 +102,7 @@ fn run(args: &RunArgs, stop: &AtomicUsize) -> anyhow::Result<i32> {
         }
         output::write_atomic(&manifest_path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
     }
-    let nonfinite = Nonfinite::of_stats(&stats).with_faults(out.faults.iter().map(|f| f.layer));
+    let nonfinite = Nonfinite::of_run(&out, &stats);
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&output::result_json(manifest, &stats))?),
         Format::Table => {

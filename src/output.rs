@@ -52,11 +52,6 @@ pub fn num(x: f64) -> Value {
     }
 }
 
-/// Number of faulty (non-finite) values over all layers and metrics.
-pub fn total_nonfinite(stats: &[Vec<(&'static str, Summary)>]) -> usize {
-    stats.iter().flatten().map(|(_, s)| s.nonfinite).sum()
-}
-
 /// The metrics whose non-finite values are withheld by design (below the resolution floor of
 /// `sigma_ratio`, see `metrics::sigma_ratio_floor`) rather than numerical faults. The engine
 /// marks both as NaN, so the split is by metric, corrected by the sequences' recorded faults
@@ -84,6 +79,11 @@ impl Nonfinite {
             }
         }
         n
+    }
+
+    /// The non-finite values of a run: its statistics', with its sequences' faults.
+    pub fn of_run(out: &RunOutput, stats: &[Vec<(&'static str, Summary)>]) -> Nonfinite {
+        Nonfinite::of_stats(stats).with_faults(out.faults.iter().map(|f| f.layer))
     }
 
     pub fn add(&mut self, layer: usize, metric: &str, count: usize) {
@@ -172,7 +172,7 @@ pub fn manifest(
     stats: &[Vec<(&'static str, Summary)>],
     total_seconds: f64,
 ) -> Value {
-    let nonfinite = Nonfinite::of_stats(stats).with_faults(out.faults.iter().map(|f| f.layer));
+    let nonfinite = Nonfinite::of_run(out, stats);
     json!({
         "tool": "rankcollapse",
         "version": env!("CARGO_PKG_VERSION"),
@@ -184,7 +184,7 @@ pub fn manifest(
         "adapter": Value::Null,
         "threads": out.threads,
         "timings": { "compute_seconds": out.compute_seconds, "total_seconds": total_seconds },
-        "nonfinite": total_nonfinite(stats),
+        "nonfinite": nonfinite.total(),
         "nonfinite_withheld": nonfinite.withheld,
         "nonfinite_faults": nonfinite.faults,
         "nonfinite_by_layer": nonfinite.by_layer_json(),

@@ -11,6 +11,7 @@ use crate::linalg::orthonormalize_rows;
 use crate::rng::{GaussianBlock, Purpose, Stream, SHARED_SEQUENCE};
 use ndarray::Array2;
 pub use state::Tracked;
+use std::borrow::Cow;
 
 /// The float type of an engine's state: f32 or f64.
 pub trait Real:
@@ -272,21 +273,28 @@ pub fn apply_layer_checked<T: Real>(
         Norm::Post(_) => (false, true),
         Norm::None => (false, false),
     };
-    let mut y = x.clone();
     let mut stats = AttentionStats::default();
     if let Some(what) = w.not_finite() {
-        return (y, stats, Some(Fault { part: "weights", what }));
+        return (x.clone(), stats, Some(Fault { part: "weights", what }));
     }
+    // The state so far: the input itself until a part produces a new one (no copies).
+    let mut y = Cow::Borrowed(x);
     for sub in 0..1 + usize::from(has_mlp) {
-        let input = if pre { check(&mut fault, "norm", norm::normalise(cfg, &y)) } else { y.clone() };
+        let normed;
+        let input: &Tracked<T> = if pre {
+            normed = check(&mut fault, "norm", norm::normalise(cfg, &y));
+            &normed
+        } else {
+            &y
+        };
         let f = if sub == 0 {
             if fault.is_none() {
-                fault = score_overflow(cfg, &input).map(|what| Fault { part: "attention", what });
+                fault = score_overflow(cfg, input).map(|what| Fault { part: "attention", what });
             }
-            let (f, s) = attend(&input);
+            let (f, s) = attend(input);
             stats = s;
             let f = check(&mut fault, "attention", f);
-            if fault.is_none() && underflowed(cfg, &input, &f) {
+            if fault.is_none() && underflowed(cfg, input, &f) {
                 fault = Some(Fault {
                     part: "attention",
                     what: format!(
@@ -298,14 +306,15 @@ pub fn apply_layer_checked<T: Real>(
             }
             f
         } else {
-            check(&mut fault, "mlp", mlp::mlp(cfg, w.mlp.as_ref().unwrap(), &input))
+            check(&mut fault, "mlp", mlp::mlp(cfg, w.mlp.as_ref().unwrap(), input))
         };
-        y = if plain { f } else { check(&mut fault, "skip", Tracked::affine_sum(a, &y, b, &f)) };
+        let mut next = if plain { f } else { check(&mut fault, "skip", Tracked::affine_sum(a, &y, b, &f)) };
         if post {
-            y = check(&mut fault, "norm", norm::normalise(cfg, &y));
+            next = check(&mut fault, "norm", norm::normalise(cfg, &next));
         }
+        y = Cow::Owned(next);
     }
-    (y, stats, fault)
+    (y.into_owned(), stats, fault)
 }
 
 /// Records the first part whose output is not a valid tracked state.
