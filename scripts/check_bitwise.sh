@@ -15,13 +15,19 @@ base=${1:-d5583f8}
 work=$(mktemp -d)
 trap 'git worktree remove --force "$work/base-tree" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
-# Both builds share target/ (the dependencies are built once); each binary is copied out at once
-# because both are called target/release/rankcollapse.
+# Both builds share the target directory (the dependencies are built once); each binary is copied
+# out at once because both are called release/rankcollapse, under a lock so that two checks from
+# two worktrees sharing one CARGO_TARGET_DIR cannot swap binaries.
+tdir=${CARGO_TARGET_DIR:-$PWD/target}
+mkdir -p "$tdir"
 git worktree add --detach "$work/base-tree" "$base" >/dev/null 2>&1
-CARGO_TARGET_DIR="$PWD/target" cargo build --release --quiet --manifest-path "$work/base-tree/Cargo.toml"
-cp target/release/rankcollapse "$work/base-bin"
-cargo build --release --quiet
-cp target/release/rankcollapse "$work/head-bin"
+(
+  flock 9
+  CARGO_TARGET_DIR="$tdir" cargo build --release --quiet --manifest-path "$work/base-tree/Cargo.toml"
+  cp "$tdir/release/rankcollapse" "$work/base-bin"
+  CARGO_TARGET_DIR="$tdir" cargo build --release --quiet
+  cp "$tdir/release/rankcollapse" "$work/head-bin"
+) 9>"$tdir/.check_bitwise.lock"
 
 # name | flags (every run: --sequences 4 --seed 7 --spectrum-every 2 unless the flags say otherwise)
 configs=(
