@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::engine::RunOutput;
-use crate::metrics::{summarize, Summary, METRICS};
+use crate::metrics::{summarize, Metric, Summary};
 use anyhow::Context;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -14,16 +14,15 @@ use std::path::{Path, PathBuf};
 
 /// Statistics over sequences: `summaries[layer]` lists (metric, summary) for the metrics that
 /// were computed at that layer.
-pub fn summaries(out: &RunOutput) -> Vec<Vec<(&'static str, Summary)>> {
+pub fn summaries(out: &RunOutput) -> Vec<Vec<(Metric, Summary)>> {
     let layers = out.per_sequence.first().map_or(0, |h| h.len());
     (0..layers)
         .map(|l| {
-            METRICS
-                .iter()
-                .enumerate()
-                .filter_map(|(k, name)| {
-                    let vals: Vec<f64> = out.per_sequence.iter().filter_map(|h| h[l].values[k]).collect();
-                    (!vals.is_empty()).then(|| (*name, summarize(name, &vals)))
+            Metric::ALL
+                .into_iter()
+                .filter_map(|metric| {
+                    let vals: Vec<f64> = out.per_sequence.iter().filter_map(|h| h[l].get(metric)).collect();
+                    (!vals.is_empty()).then(|| (metric, summarize(metric, &vals)))
                 })
                 .collect()
         })
@@ -52,14 +51,10 @@ pub fn num(x: f64) -> Value {
     }
 }
 
-/// The metrics whose non-finite values are withheld by design (below the resolution floor of
-/// `sigma_ratio`, see `metrics::sigma_ratio_floor`) rather than numerical faults. The engine
-/// marks both as NaN, so the split is by metric, corrected by the sequences' recorded faults
-/// ([`Nonfinite::with_faults`]): a faulted sequence's values are faults in every metric.
-pub const WITHHELD_METRICS: [&str; 2] = ["sigma_ratio", "log10_sigma_ratio"];
-
 /// Where the non-finite values of a run are: counts per layer and metric (non-zero only), split
-/// into withheld values and numerical faults.
+/// into withheld values and numerical faults. The engine marks both as NaN, so the split is by
+/// metric ([`Metric::withheld_below_floor`]), corrected by the sequences' recorded faults
+/// ([`Nonfinite::with_faults`]): a faulted sequence's values are faults in every metric.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Nonfinite {
     /// All non-finite values, per layer and metric.
@@ -71,18 +66,18 @@ pub struct Nonfinite {
 }
 
 impl Nonfinite {
-    pub fn of_stats(stats: &[Vec<(&'static str, Summary)>]) -> Nonfinite {
+    pub fn of_stats(stats: &[Vec<(Metric, Summary)>]) -> Nonfinite {
         let mut n = Nonfinite::default();
         for (layer, ms) in stats.iter().enumerate() {
             for (metric, s) in ms {
-                n.add(layer, metric, s.nonfinite);
+                n.add(layer, metric.name(), s.nonfinite);
             }
         }
         n
     }
 
     /// The non-finite values of a run: its statistics', with its sequences' faults.
-    pub fn of_run(out: &RunOutput, stats: &[Vec<(&'static str, Summary)>]) -> Nonfinite {
+    pub fn of_run(out: &RunOutput, stats: &[Vec<(Metric, Summary)>]) -> Nonfinite {
         Nonfinite::of_stats(stats).with_faults(out.faults.iter().map(|f| f.layer))
     }
 
@@ -91,7 +86,7 @@ impl Nonfinite {
             return;
         }
         *self.by_layer.entry(layer).or_default().entry(metric.to_string()).or_default() += count;
-        if WITHHELD_METRICS.contains(&metric) {
+        if Metric::from_name(metric).is_some_and(Metric::withheld_below_floor) {
             *self.withheld_by_layer.entry(layer).or_default().entry(metric.to_string()).or_default() += count;
             self.withheld += count;
         } else {
@@ -140,7 +135,7 @@ impl Nonfinite {
                 }
             }
         }
-        let order = |m: &str| METRICS.iter().position(|x| *x == m).unwrap_or(usize::MAX);
+        let order = |m: &str| Metric::from_name(m).map_or(usize::MAX, |m| m as usize);
         let mut metrics: Vec<_> = per_metric.into_iter().collect();
         metrics.sort_by_key(|(m, _)| order(m));
         metrics
@@ -169,7 +164,7 @@ fn ranges(xs: &[usize]) -> String {
 pub fn manifest(
     cfg: &Config,
     out: &RunOutput,
-    stats: &[Vec<(&'static str, Summary)>],
+    stats: &[Vec<(Metric, Summary)>],
     total_seconds: f64,
 ) -> Value {
     let nonfinite = Nonfinite::of_run(out, stats);
@@ -197,7 +192,7 @@ pub fn manifest(
 }
 
 /// The whole result as one JSON document (for `--format json`).
-pub fn result_json(manifest: Value, stats: &[Vec<(&'static str, Summary)>]) -> Value {
+pub fn result_json(manifest: Value, stats: &[Vec<(Metric, Summary)>]) -> Value {
     let layers: Vec<Value> = stats
         .iter()
         .enumerate()
@@ -329,7 +324,7 @@ pub fn probe_output_dir(dir: &Path) -> anyhow::Result<()> {
     written.with_context(|| format!("output directory {} is not writable", dir.display()))
 }
 
-pub fn layers_csv(stats: &[Vec<(&'static str, Summary)>]) -> anyhow::Result<Vec<u8>> {
+pub fn layers_csv(stats: &[Vec<(Metric, Summary)>]) -> anyhow::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["layer", "metric", "mean", "std", "median", "p05", "p95", "count", "nonfinite"])?;
     for (l, ms) in stats.iter().enumerate() {
@@ -353,12 +348,12 @@ pub fn layers_csv(stats: &[Vec<(&'static str, Summary)>]) -> anyhow::Result<Vec<
 pub fn sequences_csv(out: &RunOutput) -> anyhow::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec!["sequence".to_string(), "layer".to_string()];
-    header.extend(METRICS.iter().map(|m| m.to_string()));
+    header.extend(Metric::ALL.iter().map(|m| m.to_string()));
     w.write_record(&header)?;
     for (s, hist) in out.per_sequence.iter().enumerate() {
         for (l, m) in hist.iter().enumerate() {
             let mut rec = vec![s.to_string(), l.to_string()];
-            rec.extend(m.values.iter().map(|v| v.map_or(String::new(), |x| x.to_string())));
+            rec.extend(m.iter().map(|(_, v)| v.map_or(String::new(), |x| x.to_string())));
             w.write_record(&rec)?;
         }
     }
@@ -366,14 +361,14 @@ pub fn sequences_csv(out: &RunOutput) -> anyhow::Result<Vec<u8>> {
 }
 
 /// The readable per-layer table: the main metrics as mean ± std over sequences.
-pub fn table(stats: &[Vec<(&'static str, Summary)>]) -> String {
+pub fn table(stats: &[Vec<(Metric, Summary)>]) -> String {
     let cols = [
-        ("log10_res_fro", "log10 res_fro"),
-        ("log10_res_dong", "log10 res_dong"),
-        ("stable_rank", "stable rank"),
-        ("log10_sigma_ratio", "log10 sigma2/sigma1"),
-        ("mean_abs_cos", "mean |cos|"),
-        ("attn_entropy", "attn entropy"),
+        (Metric::Log10ResFro, "log10 res_fro"),
+        (Metric::Log10ResDong, "log10 res_dong"),
+        (Metric::StableRank, "stable rank"),
+        (Metric::Log10SigmaRatio, "log10 sigma2/sigma1"),
+        (Metric::MeanAbsCos, "mean |cos|"),
+        (Metric::AttnEntropy, "attn entropy"),
     ];
     let fmt = |x: f64| {
         if x.is_finite() && x != 0.0 && (x.abs() >= 1e5 || x.abs() < 1e-3) {

@@ -6,7 +6,7 @@
 use super::figure::{Figure, Series};
 use super::{base_config, by_layer, fmt, fmt_list, layer_mean, Claim, Options, Report};
 use crate::config::{Config, Mlp, Norm, Skip, Weights};
-use crate::metrics::layer_metrics;
+use crate::metrics::{layer_metrics, Metric};
 use crate::model::{apply_layer_checked, input_tokens, layer_weights_f64, Tracked};
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
@@ -92,7 +92,7 @@ pub fn deep_run(cfg: &Config) -> anyhow::Result<Deep> {
             let mut rel = Vec::with_capacity(cfg.depth + 1);
             let mut abs = Vec::with_capacity(cfg.depth + 1);
             let mut record = |x: &Tracked<f64>| {
-                rel.push(layer_metrics(x, None).get("log10_res_dong").unwrap_or(f64::NAN));
+                rel.push(layer_metrics(x, None).get(Metric::Log10ResDong).unwrap_or(f64::NAN));
                 abs.push((x.log_scale + x.log_res + norm_1inf(&x.res).ln()) / std::f64::consts::LN_10);
             };
             record(&x);
@@ -151,7 +151,7 @@ pub fn reproduce(dir: &Path, opts: &Options, report: &mut Report) -> anyhow::Res
     let mut series = Vec::new();
     let mut finals = Vec::new();
     for (label, cfg) in variants(&base) {
-        let curve = layer_mean(&cfg, "log10_res_dong")?;
+        let curve = layer_mean(&cfg, Metric::Log10ResDong)?;
         finals.push((label, curve[0], *curve.last().unwrap()));
         series.push(Series::new(label, by_layer(&curve)));
     }

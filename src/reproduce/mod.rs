@@ -10,7 +10,7 @@ pub mod naderi;
 pub mod wu;
 
 use crate::config::{Config, Engine};
-use crate::metrics::Summary;
+use crate::metrics::{Metric, Summary};
 use crate::{engine, output};
 use anyhow::{anyhow, Context};
 use figure::Figure;
@@ -256,14 +256,14 @@ pub fn base_config(opts: &Options) -> Config {
 }
 
 /// Per-layer means over sequences of each of `metrics` (layer 0 = input), from one engine run.
-pub fn layer_means(cfg: &Config, metrics: &[&str]) -> anyhow::Result<Vec<Vec<f64>>> {
+pub fn layer_means(cfg: &Config, metrics: &[Metric]) -> anyhow::Result<Vec<Vec<f64>>> {
     layer_stats(cfg, metrics, |s| s.mean)
 }
 
 /// Per-layer statistics over sequences (`pick`: mean, median, ...) of each of `metrics`.
 pub fn layer_stats(
     cfg: &Config,
-    metrics: &[&str],
+    metrics: &[Metric],
     pick: fn(&Summary) -> f64,
 ) -> anyhow::Result<Vec<Vec<f64>>> {
     cfg.validate()?;
@@ -281,7 +281,7 @@ pub fn layer_stats(
 }
 
 /// The per-layer mean of one metric.
-pub fn layer_mean(cfg: &Config, metric: &str) -> anyhow::Result<Vec<f64>> {
+pub fn layer_mean(cfg: &Config, metric: Metric) -> anyhow::Result<Vec<f64>> {
     Ok(layer_means(cfg, &[metric])?.remove(0))
 }
 

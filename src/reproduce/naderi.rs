@@ -4,6 +4,7 @@
 use super::figure::{Figure, Series};
 use super::{base_config, by_layer, fmt, fmt_list, layer_means, layer_stats, Claim, Options, Report};
 use crate::config::{Attention, Config, Input, Norm, NormKind, Skip, Weights};
+use crate::metrics::Metric;
 use std::path::Path;
 
 /// One layer of `attention` on n tokens with the attention spectrum computed.
@@ -14,7 +15,7 @@ pub fn spectrum_config(opts: &Options, attention: Attention, n: usize, sequences
 /// (sigma_1, sigma_2 sqrt(n)) of the attention matrix after one layer, medians over sequences
 /// (key-query attention at large n has the odd sequence with a much larger sigma_2).
 pub fn attention_spectrum(cfg: &Config) -> anyhow::Result<(f64, f64)> {
-    let m = layer_stats(cfg, &["attn_sigma1", "attn_sigma2"], |s| s.median)?;
+    let m = layer_stats(cfg, &[Metric::AttnSigma1, Metric::AttnSigma2], |s| s.median)?;
     Ok((m[0][1], m[1][1] * (cfg.tokens as f64).sqrt()))
 }
 
@@ -47,7 +48,7 @@ pub fn first_layer_stable_rank(
         sequences,
         ..base_config(opts)
     };
-    Ok(layer_means(&cfg, &["gram_stable_rank"])?[0][1])
+    Ok(layer_means(&cfg, &[Metric::GramStableRank])?[0][1])
 }
 
 /// Whether the fix raises the stable rank in every variant (pairs in the same order); the check
@@ -141,7 +142,7 @@ pub fn reproduce(dir: &Path, opts: &Options, report: &mut Report) -> anyhow::Res
     let ln = Norm::Post(NormKind::Layer);
     let identity = layer_means(
         &Config { attention: Attention::Identity, ..depth_config(opts, 150, depth, seqs) },
-        &["gram_stable_rank"],
+        &[Metric::GramStableRank],
     )?
     .remove(0);
     for (attention, name) in [(Attention::Softmax, "key-query softmax"), (Attention::Markov, "random Markov")]
@@ -163,7 +164,7 @@ pub fn reproduce(dir: &Path, opts: &Options, report: &mut Report) -> anyhow::Res
                     skip,
                     ..depth_config(opts, 150, depth, seqs)
                 };
-                let curve = layer_means(&cfg, &["gram_stable_rank"])?.remove(0);
+                let curve = layer_means(&cfg, &[Metric::GramStableRank])?.remove(0);
                 if fix { &mut with } else { &mut without }.push(*curve.last().unwrap());
                 series.push(Series::new(
                     format!("{}, {what}", if fix { "A - 11^T/n" } else { "A" }),

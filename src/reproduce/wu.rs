@@ -7,6 +7,7 @@
 use super::figure::{Figure, Series};
 use super::{base_config, by_layer, fmt, fmt_list, layer_mean, slope, Claim, Options, Report};
 use crate::config::{Attention, Config, Mask, Norm, NormKind, Weights};
+use crate::metrics::Metric;
 use crate::model::{apply_layer_checked, HeadWeights, LayerWeights, Tracked};
 use ndarray::Array2;
 use std::path::Path;
@@ -18,7 +19,7 @@ pub fn mask_config(opts: &Options, tokens: usize, depth: usize, sequences: usize
 
 /// Per-layer mean log10 mu.
 pub fn log10_mu(cfg: &Config) -> anyhow::Result<Vec<f64>> {
-    layer_mean(cfg, "log10_mu")
+    layer_mean(cfg, Metric::Log10Mu)
 }
 
 /// The exponential rate: minus the slope of log10 mu per layer over the second half of the layers.

@@ -103,7 +103,7 @@ pub fn record(point: &Point, outcome: Result<(crate::engine::RunOutput, Value), 
 }
 
 /// Per-layer statistics as the records store them.
-pub fn layers_json(stats: &[Vec<(&'static str, crate::metrics::Summary)>]) -> Value {
+pub fn layers_json(stats: &[Vec<(crate::metrics::Metric, crate::metrics::Summary)>]) -> Value {
     Value::Array(
         stats
             .iter()
@@ -111,7 +111,7 @@ pub fn layers_json(stats: &[Vec<(&'static str, crate::metrics::Summary)>]) -> Va
             .flat_map(|(l, ms)| {
                 ms.iter().map(move |(name, s)| {
                     json!({
-                        "layer": l, "metric": name, "mean": num(s.mean), "std": num(s.std),
+                        "layer": l, "metric": name.name(), "mean": num(s.mean), "std": num(s.std),
                         "median": num(s.median), "p05": num(s.p05), "p95": num(s.p95),
                         "count": s.count, "nonfinite": s.nonfinite,
                     })

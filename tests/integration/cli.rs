@@ -42,8 +42,8 @@ fn run_writes_tidy_layers_csv_sequences_csv_and_manifest() {
     assert_eq!(header, ["layer", "metric", "mean", "std", "median", "p05", "p95", "count", "nonfinite"]);
     let rows: Vec<csv::StringRecord> = layers.records().map(|r| r.unwrap()).collect();
     let metrics: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.get(1).unwrap()).collect();
-    for m in rankcollapse::metrics::METRICS {
-        assert!(metrics.contains(m), "metric {m} missing from layers.csv");
+    for m in rankcollapse::metrics::Metric::ALL {
+        assert!(metrics.contains(m.name()), "metric {m} missing from layers.csv");
     }
     for r in &rows {
         let layer: usize = r[0].parse().unwrap();

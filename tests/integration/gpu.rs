@@ -2,6 +2,7 @@
 //! these tests fail when RANKCOLLAPSE_REQUIRE_GPU is set (CI sets it) and skip loudly otherwise.
 
 use rankcollapse::engine::gpu::GpuContext;
+use rankcollapse::metrics::Metric;
 use rankcollapse::model::state::Tracked;
 use rankcollapse::rng::{philox4x32_10, Purpose, Stream};
 
@@ -99,7 +100,7 @@ fn gpu_results_do_not_depend_on_the_chunk_size() {
     let three = rankcollapse::engine::gpu::engine::simulate(&ctx, &c, 3).unwrap();
     let five = rankcollapse::engine::gpu::engine::simulate(&ctx, &c, 5).unwrap();
     let bits = |r: &Vec<Vec<rankcollapse::metrics::LayerMetrics>>| -> Vec<u64> {
-        r.iter().flatten().flat_map(|m| m.values.iter().map(|v| v.map_or(1, f64::to_bits))).collect()
+        r.iter().flatten().flat_map(|m| m.iter().map(|(_, v)| v.map_or(1, f64::to_bits))).collect()
     };
     assert_eq!(bits(&one), bits(&three), "chunk 1 vs chunk 3 (seed 7)");
     assert_eq!(bits(&one), bits(&five), "chunk 1 vs chunk 5 (seed 7)");
@@ -182,14 +183,14 @@ fn each_kernel_family_matches_its_cpu_twin() {
             for (s, (mg, x)) in gpu.iter().zip(&xs).enumerate() {
                 let mc = rankcollapse::metrics::layer_metrics(x, None);
                 checked[4] += 1;
-                for (k, name) in rankcollapse::metrics::METRICS.iter().enumerate() {
-                    let (Some(a), Some(b)) = (mg.values[k], mc.values[k]) else { continue };
-                    if a == b || (name.contains("sigma_ratio") && (a.is_nan() || b.is_nan())) {
+                for name in Metric::ALL {
+                    let (Some(a), Some(b)) = (mg.get(name), mc.get(name)) else { continue };
+                    if a == b || (name.withheld_below_floor() && (a.is_nan() || b.is_nan())) {
                         continue;
                     }
                     // A token far shorter than the mean has no f32 direction: its cosines are not
                     // resolved by an f32 state (the CPU f32 engine shares this).
-                    if *name == "mean_abs_cos"
+                    if name == Metric::MeanAbsCos
                         && x.dense()
                             .rows()
                             .into_iter()
@@ -197,29 +198,30 @@ fn each_kernel_family_matches_its_cpu_twin() {
                     {
                         continue;
                     }
-                    let score = if name.contains("sigma_ratio") {
+                    let score = if name.withheld_below_floor() {
                         // sigma_2^2 is resolved to a few f32 ulps of the squared scale it is
                         // computed against (|X|_F^2, or s^2 |R|_F^2 when the mean dominates).
                         // In logs: s^2 underflows f64 deep in the collapse.
                         let nf = x.tokens() as f64;
                         let (m2, s2) = (x.mean.dot(&x.mean), (2.0 * x.log_res).exp());
-                        let ln_lam1 = (nf * (m2 + s2) / mc.get("stable_rank").unwrap()).ln();
+                        let ln_lam1 = (nf * (m2 + s2) / mc.get(Metric::StableRank).unwrap()).ln();
                         let ln_sig2_sq =
-                            2.0 * mc.get("log10_sigma_ratio").unwrap() * std::f64::consts::LN_10 + ln_lam1;
+                            2.0 * mc.get(Metric::Log10SigmaRatio).unwrap() * std::f64::consts::LN_10
+                                + ln_lam1;
                         let ln_scale =
                             if s2 > m2 / 4.0 { (nf * (m2 + s2)).ln() } else { nf.ln() + 2.0 * x.log_res };
                         // The GPU keeps l in f32: e^l carries a relative error |l| eps_f32.
                         let eps = f64::from(f32::EPSILON);
                         let tol =
                             2e-5 + 8.0 * eps * (ln_scale - ln_sig2_sq).exp() + 2.0 * eps * x.log_res.abs();
-                        let rel = if name.starts_with("log10_") {
+                        let rel = if name.is_log() {
                             (a - b).abs() * std::f64::consts::LN_10
                         } else {
                             (a - b).abs() / b
                         };
                         rel / tol
                     } else {
-                        crate::precision::f32_score(name, 0, a, b)
+                        crate::precision::f32_score(name.name(), 0, a, b)
                     };
                     assert!(score <= 1.0, "seed {seed} layer {layer} seq {s} metric {name}: gpu {a} vs cpu {b} ({score:.2} of the tolerance)");
                 }
@@ -273,13 +275,19 @@ fn long_context_runs_on_the_gpu_in_linear_memory() {
         let gpu = simulate(&ctx, &c, 1).unwrap();
         let cpu = rankcollapse::engine::cpu::simulate::<f64>(&c);
         for layer in 0..=c.depth {
-            for name in ["log10_res_fro", "log10_mu", "stable_rank", "mean_abs_cos", "attn_entropy"] {
+            for name in [
+                Metric::Log10ResFro,
+                Metric::Log10Mu,
+                Metric::StableRank,
+                Metric::MeanAbsCos,
+                Metric::AttnEntropy,
+            ] {
                 let (Some(a), Some(b)) = (gpu[0][layer].get(name), cpu[0][layer].get(name)) else { continue };
                 println!(
                     "seed 3, n = {}, {}, layer {layer} {name}: gpu {a} cpu-f64 {b}",
                     c.tokens, c.attention
                 );
-                let score = crate::precision::f32_score(name, layer, a, b);
+                let score = crate::precision::f32_score(name.name(), layer, a, b);
                 assert!(score <= 1.0, "n = {} layer {layer} {name}: gpu {a} vs cpu-f64 {b}", c.tokens);
             }
         }

@@ -4,7 +4,7 @@
 use ndarray::Array2;
 use rankcollapse::config::Config;
 use rankcollapse::engine::cpu::simulate;
-use rankcollapse::metrics::LayerMetrics;
+use rankcollapse::metrics::{LayerMetrics, Metric};
 use rankcollapse::model::{apply_layer, layer_weights, Tracked};
 
 fn cfg(f: impl FnOnce(&mut Config)) -> Config {
@@ -14,7 +14,7 @@ fn cfg(f: impl FnOnce(&mut Config)) -> Config {
     c
 }
 
-fn series(runs: &[Vec<LayerMetrics>], metric: &str) -> Vec<Vec<f64>> {
+fn series(runs: &[Vec<LayerMetrics>], metric: Metric) -> Vec<Vec<f64>> {
     runs.iter().map(|h| h.iter().map(|m| m.get(metric).unwrap()).collect()).collect()
 }
 
@@ -23,13 +23,13 @@ fn uniform_attention_with_full_mask_collapses_in_one_layer_exactly() {
     let c = cfg(|c| c.attention = "uniform".parse().unwrap());
     let runs = simulate::<f64>(&c);
     for (s, h) in runs.iter().enumerate() {
-        assert!(h[0].get("log10_res_fro").unwrap() > -1.0, "seed 11 seq {s}: input already collapsed");
+        assert!(h[0].get(Metric::Log10ResFro).unwrap() > -1.0, "seed 11 seq {s}: input already collapsed");
         for (l, m) in h.iter().enumerate().skip(1) {
-            assert_eq!(m.get("res_fro"), Some(0.0), "seed 11 seq {s} layer {l}");
-            assert_eq!(m.get("log10_res_fro"), Some(f64::NEG_INFINITY), "seed 11 seq {s} layer {l}");
-            assert_eq!(m.get("log10_res_dong"), Some(f64::NEG_INFINITY), "seed 11 seq {s} layer {l}");
+            assert_eq!(m.get(Metric::ResFro), Some(0.0), "seed 11 seq {s} layer {l}");
+            assert_eq!(m.get(Metric::Log10ResFro), Some(f64::NEG_INFINITY), "seed 11 seq {s} layer {l}");
+            assert_eq!(m.get(Metric::Log10ResDong), Some(f64::NEG_INFINITY), "seed 11 seq {s} layer {l}");
             assert!(
-                m.values.iter().flatten().all(|v| !v.is_nan()),
+                m.iter().filter_map(|(_, v)| v).all(|v| !v.is_nan()),
                 "seed 11 seq {s} layer {l}: NaN in {m:?}"
             );
         }
@@ -40,7 +40,7 @@ fn uniform_attention_with_full_mask_collapses_in_one_layer_exactly() {
         c.mask = "causal".parse().unwrap();
     });
     let runs = simulate::<f64>(&c);
-    assert!(runs[0][1].get("log10_res_fro").unwrap() > -3.0);
+    assert!(runs[0][1].get(Metric::Log10ResFro).unwrap() > -3.0);
 }
 
 #[test]
@@ -62,12 +62,12 @@ fn identical_tokens_stay_identical_through_every_part() {
         for (s, h) in simulate::<f64>(&c).iter().enumerate() {
             for (l, m) in h.iter().enumerate() {
                 assert_eq!(
-                    m.get("log10_res_fro"),
+                    m.get(Metric::Log10ResFro),
                     Some(f64::NEG_INFINITY),
                     "{norm}/{skip}/{mlp} seed 11 seq {s} layer {l}"
                 );
                 assert!(
-                    m.values.iter().flatten().all(|v| !v.is_nan()),
+                    m.iter().filter_map(|(_, v)| v).all(|v| !v.is_nan()),
                     "{norm}/{skip}/{mlp} layer {l}: NaN in {m:?}"
                 );
             }
@@ -91,10 +91,10 @@ fn rank_one_tokens_stay_rank_one_under_attention() {
         let w = layer_weights::<f64>(&c, layer, 0);
         state = apply_layer(&c, &w, &state, false).0;
         let m = rankcollapse::metrics::layer_metrics(&state, None);
-        let ratio = m.get("log10_sigma_ratio").unwrap();
-        let res = m.get("log10_res_fro").unwrap();
-        let stable = m.get("stable_rank").unwrap();
-        let gram = m.get("gram_stable_rank").unwrap();
+        let ratio = m.get(Metric::Log10SigmaRatio).unwrap();
+        let res = m.get(Metric::Log10ResFro).unwrap();
+        let stable = m.get(Metric::StableRank).unwrap();
+        let gram = m.get(Metric::GramStableRank).unwrap();
         // sigma_2 = 0 lies below the resolution of sigma_2 / sigma_1: it is withheld (NaN).
         let floor = rankcollapse::metrics::sigma_ratio_floor::<f64>().log10();
         assert!(ratio.is_nan() || ratio < floor, "layer {}: log10 sigma2/sigma1 = {ratio}", layer + 1);
@@ -124,9 +124,9 @@ fn random_markov_attention_has_sigma2_near_two_over_sqrt_n() {
     for seed in [3u64, 4, 5] {
         let c = Config { seed, ..base.clone() };
         let m = &simulate::<f64>(&c)[0][1];
-        let s1 = m.get("attn_sigma1").unwrap();
-        let s2 = m.get("attn_sigma2").unwrap() * (n as f64).sqrt();
-        let sc = m.get("attn_centered_sigma1").unwrap() * (n as f64).sqrt();
+        let s1 = m.get(Metric::AttnSigma1).unwrap();
+        let s2 = m.get(Metric::AttnSigma2).unwrap() * (n as f64).sqrt();
+        let sc = m.get(Metric::AttnCenteredSigma1).unwrap() * (n as f64).sqrt();
         println!("seed {seed}: sigma1 {s1:.4}, sigma2 sqrt(n) {s2:.4}, centred sigma1 sqrt(n) {sc:.4}");
         assert!((s1 - 1.0).abs() < 0.01, "seed {seed}: sigma1 {s1}");
         assert!((1.9..2.4).contains(&s2), "seed {seed}: sigma2 sqrt(n) {s2}");
@@ -151,7 +151,7 @@ fn pure_attention_collapses_with_the_cubic_exponent() {
         c.sequences = 4;
         c.spectrum_every = 0;
     });
-    let runs = series(&simulate::<f64>(&c), "log10_res_fro");
+    let runs = series(&simulate::<f64>(&c), Metric::Log10ResFro);
     for (s, h) in runs.iter().enumerate() {
         let ratios = ratios_below(h, -20.0);
         println!("seed 11 seq {s}: log10 res {h:.2?} ratios {ratios:.4?}");
@@ -180,7 +180,7 @@ fn pure_attention_collapses_with_the_cubic_exponent() {
         c.value = "orthogonal".parse().unwrap();
         c.spectrum_every = 0;
     });
-    let h = &series(&simulate::<f64>(&causal), "log10_res_fro")[0];
+    let h = &series(&simulate::<f64>(&causal), Metric::Log10ResFro)[0];
     let ratios = ratios_below(h, -5.0);
     assert!(!ratios.is_empty() && ratios.iter().all(|r| (r - 3.0).abs() > 0.5), "causal: {h:?}");
 }

@@ -3,7 +3,7 @@
 
 use rankcollapse::config::Config;
 use rankcollapse::engine::cpu::simulate;
-use rankcollapse::metrics::{LayerMetrics, METRICS};
+use rankcollapse::metrics::{LayerMetrics, Metric};
 
 /// A small deterministic generator for choosing configurations (seed printed on failure).
 struct Pick(u64);
@@ -106,16 +106,17 @@ impl Tally {
     ) {
         for (s, (hl, hh)) in lo.iter().zip(hi).enumerate() {
             for (l, (ml, mh)) in hl.iter().zip(hh).enumerate() {
-                for (k, name) in METRICS.iter().enumerate() {
-                    let (a, b) = match (ml.values[k], mh.values[k]) {
+                for metric in Metric::ALL {
+                    let name = metric.name();
+                    let (a, b) = match (ml.get(metric), mh.get(metric)) {
                         (Some(a), Some(b)) => (a, b),
                         (None, None) => continue,
                         other => panic!("seed {seed} seq {s} layer {l} {name}: presence differs {other:?}"),
                     };
-                    if skip_unresolved && name.contains("sigma_ratio") && (a.is_nan() || b.is_nan()) {
+                    if skip_unresolved && metric.withheld_below_floor() && (a.is_nan() || b.is_nan()) {
                         continue;
                     }
-                    if *name == "log10_res_fro" && b.is_finite() {
+                    if metric == Metric::Log10ResFro && b.is_finite() {
                         self.deepest = self.deepest.min(b);
                     }
                     if a == b {

@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 use rankcollapse::config::{Config, Input, Mask, Mlp, Norm, Skip, Weights};
 use rankcollapse::engine::cpu::simulate;
+use rankcollapse::metrics::Metric;
 use rankcollapse::sweep::spec::Spec;
 
 fn round_trips<T: std::str::FromStr + std::fmt::Display + PartialEq + std::fmt::Debug>(s: &str) {
@@ -110,11 +111,11 @@ proptest! {
         if cfg.validate().is_ok() {
             for (s, h) in simulate::<f64>(&cfg).iter().enumerate() {
                 for (l, m) in h.iter().enumerate() {
-                    for name in ["log10_res_fro", "log10_res_dong", "log10_mu"] {
+                    for name in [Metric::Log10ResFro, Metric::Log10ResDong, Metric::Log10Mu] {
                         let v = m.get(name).unwrap();
                         prop_assert!(v.is_finite() || v == f64::NEG_INFINITY, "{name} = {v} at seq {s} layer {l}: {cfg:?}");
                     }
-                    for name in ["stable_rank", "mean_abs_cos", "gram_stable_rank"] {
+                    for name in [Metric::StableRank, Metric::MeanAbsCos, Metric::GramStableRank] {
                         if let Some(v) = m.get(name) {
                             prop_assert!(v.is_finite(), "{name} = {v} at seq {s} layer {l}: {cfg:?}");
                         }

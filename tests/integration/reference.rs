@@ -29,6 +29,7 @@ use ndarray::Array2;
 use rankcollapse::config::{Activation, Attention, Config, Mlp, Norm, NormKind};
 use rankcollapse::engine::cpu::simulate;
 use rankcollapse::metrics::sigma_ratio_floor;
+use rankcollapse::metrics::Metric;
 use rankcollapse::model::{input_tokens, layer_weights_f64, LayerWeights};
 use rug::Float;
 use std::fmt::Write as _;
@@ -724,7 +725,7 @@ fn compare(name: &str, cfg: &Config, skip: &[&str], verbose: bool) -> Outcome {
                 }
             }
             if verbose {
-                let ev = e.get("log10_res_fro").unwrap();
+                let ev = e.get(Metric::Log10ResFro).unwrap();
                 let rv = r.values[0].unwrap();
                 let prev = (layer > 0).then(|| reference[layer - 1].values[0].unwrap());
                 let ratio = prev.map_or(String::new(), |p| format!(", ratio to previous {:.3}", rv / p));
@@ -737,7 +738,7 @@ fn compare(name: &str, cfg: &Config, skip: &[&str], verbose: bool) -> Outcome {
                 if skip.contains(metric) || skip.contains(&format!("{metric}@{layer}").as_str()) {
                     continue;
                 }
-                let ev = e.get(metric);
+                let ev = e.get(Metric::from_name(metric).expect("COMPARED holds metric names"));
                 let rv = r.values[k];
                 let (ev, rv) = match (ev, rv) {
                     (Some(a), Some(b)) => (a, b),
@@ -1191,7 +1192,9 @@ fn uniform_full_attention_gives_an_exactly_zero_residual() {
         );
         for (seq, history) in simulate::<f64>(cfg).iter().enumerate() {
             for (layer, m) in history.iter().enumerate().skip(1) {
-                for metric in ["log10_res_fro", "log10_res_dong", "log10_mu", "log10_sigma_ratio"] {
+                for metric in
+                    [Metric::Log10ResFro, Metric::Log10ResDong, Metric::Log10Mu, Metric::Log10SigmaRatio]
+                {
                     let v = m.get(metric);
                     assert_eq!(
                         v,
@@ -1201,7 +1204,7 @@ fn uniform_full_attention_gives_an_exactly_zero_residual() {
                     );
                 }
                 assert_eq!(
-                    m.get("res_fro"),
+                    m.get(Metric::ResFro),
                     Some(0.0),
                     "{name}: seq {seq} layer {layer}; config {}",
                     describe(cfg)

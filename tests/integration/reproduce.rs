@@ -109,7 +109,10 @@ fn removing_the_outlier_raises_the_stable_rank() {
             skip,
             ..naderi::depth_config(&opts(), 48, 6, 2)
         };
-        *rankcollapse::reproduce::layer_mean(&cfg, "gram_stable_rank").unwrap().last().unwrap()
+        *rankcollapse::reproduce::layer_mean(&cfg, rankcollapse::metrics::Metric::GramStableRank)
+            .unwrap()
+            .last()
+            .unwrap()
     };
     let without = [final_rank(false, Skip::None), final_rank(false, Skip::Standard)];
     let with = [final_rank(true, Skip::None), final_rank(true, Skip::Standard)];

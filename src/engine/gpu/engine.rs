@@ -8,7 +8,7 @@ use super::profile::{KernelTimes, Profiler};
 use super::GpuContext;
 use crate::config::{Activation, Attention, Config, Input, Mask, Mlp, Norm, NormKind, Weights};
 use crate::engine::SequenceFault;
-use crate::metrics::LayerMetrics;
+use crate::metrics::{LayerMetrics, RawAttention, RawMetrics};
 use crate::model::state::Tracked;
 use crate::model::{weight_matrix, weight_sequence};
 use crate::rng::{GaussianBlock, Purpose, Stream};
@@ -1007,13 +1007,8 @@ pub fn simulate_checked(
             let history: Vec<LayerMetrics> = (0..=cfg.depth)
                 .map(|layer| {
                     let at = (b * (cfg.depth + 1) + layer) * RAW;
-                    let mut m = layer_metrics_from_raw(&raw[at..at + RAW], cfg.tokens, layer > 0);
-                    if let Some(s) = spectra[layer].get(b) {
-                        for (slot, v) in m.values[12..15].iter_mut().zip(s) {
-                            *slot = Some(*v);
-                        }
-                    }
-                    m
+                    let spectrum = spectra[layer].get(b).copied();
+                    layer_metrics_from_raw(&raw[at..at + RAW], cfg.tokens, layer > 0, spectrum)
                 })
                 .collect();
             out.push(history);
@@ -1167,7 +1162,7 @@ pub fn metrics_of(
     let layers = cfg.depth + 1;
     let raw = ctx.read_back::<f32>(&c.raw, (states.len() * layers * RAW * 4) as u64)?;
     Ok((0..states.len())
-        .map(|s| layer_metrics_from_raw(&raw[s * layers * RAW..][..RAW], cfg.tokens, false))
+        .map(|s| layer_metrics_from_raw(&raw[s * layers * RAW..][..RAW], cfg.tokens, false, None))
         .collect())
 }
 
@@ -1187,53 +1182,34 @@ fn from_sentinel(x: f32) -> f64 {
     }
 }
 
-/// The metrics of one sequence and layer from the values the metrics kernel read back, with the
-/// formulas of `metrics::layer_metrics` (in f64 on the host).
-pub fn layer_metrics_from_raw(raw: &[f32], n: usize, has_attn: bool) -> LayerMetrics {
-    const LN10: f64 = std::f64::consts::LN_10;
-    let nf = n as f64;
-    let g = from_sentinel(raw[0]);
+/// The raw metric quantities of one sequence and layer from the values the metrics kernel read
+/// back (see shaders/metrics.wgsl), with the attention spectrum formed on the host where there is
+/// one; `metrics::LayerMetrics::from_raw` turns them into the metrics.
+pub fn raw_metrics_from_readback(raw: &[f32], has_attn: bool, spectrum: Option<[f64; 3]>) -> RawMetrics {
     let l = from_sentinel(raw[1]);
-    let m2 = f64::from(raw[2]);
-    let s = if l == f64::NEG_INFINITY { 0.0 } else { l.exp() };
-    let mut v: [Option<f64>; 16] = [None; 16];
-    let exp0 = |x: f64| if x == f64::NEG_INFINITY { 0.0 } else { x.exp() };
-    let log_res_fro = if l == f64::NEG_INFINITY { f64::NEG_INFINITY } else { l - 0.5 * (m2 + s * s).ln() };
-    v[0] = Some(exp0(log_res_fro));
-    v[1] = Some(log_res_fro / LN10);
-    let log_dong = if l == f64::NEG_INFINITY {
-        f64::NEG_INFINITY
-    } else {
-        l + from_sentinel(raw[3]) - from_sentinel(raw[4])
-    };
-    v[2] = Some(exp0(log_dong));
-    v[3] = Some(log_dong / LN10);
-    let log_mu = if g == f64::NEG_INFINITY || l == f64::NEG_INFINITY {
-        f64::NEG_INFINITY
-    } else {
-        g + l + 0.5 * nf.ln()
-    };
-    v[4] = Some(exp0(log_mu));
-    v[5] = Some(log_mu / LN10);
-    let lam_g = f64::from(raw[5]);
-    let fro2 = nf * (m2 + s * s);
-    if lam_g > 0.0 {
-        v[6] = Some(fro2 / lam_g);
-        let g_fro2 = nf * nf * m2 * m2 + 2.0 * nf * s * s * f64::from(raw[7]) + s.powi(4) * f64::from(raw[6]);
-        v[7] = Some(g_fro2 / (lam_g * lam_g));
-        let lsig2 = from_sentinel(raw[9]);
-        let lscale = f64::from(raw[10]);
-        let log_ratio = 0.5 * (lsig2 - lam_g.ln());
-        let resolved = lsig2 == f64::NEG_INFINITY || 0.5 * (lsig2 - lscale) >= GPU_SIGMA_RATIO_FLOOR.ln();
-        v[9] = Some(if resolved { exp0(log_ratio) } else { f64::NAN });
-        v[10] = Some(if resolved { log_ratio / LN10 } else { f64::NAN });
+    RawMetrics {
+        log_scale: from_sentinel(raw[0]),
+        log_res: l,
+        mean_sq: f64::from(raw[2]),
+        log_norm_1inf_res: from_sentinel(raw[3]),
+        log_norm_1inf_state: from_sentinel(raw[4]),
+        gram_top: f64::from(raw[5]),
+        res_gram_fro2: f64::from(raw[6]),
+        res_mean_sq: f64::from(raw[7]),
+        log_sigma2_sq: from_sentinel(raw[9]),
+        log_sigma2_scale: f64::from(raw[10]),
+        res_gram_top: (l > f64::NEG_INFINITY && raw[8] > 0.0).then(|| f64::from(raw[8])),
+        mean_abs_cos: f64::from(raw[11]),
+        attention: has_attn.then(|| RawAttention { entropy: f64::from(raw[12]), spectrum }),
     }
-    if l > f64::NEG_INFINITY && raw[8] > 0.0 {
-        v[8] = Some(nf / f64::from(raw[8]));
-    }
-    v[11] = Some(f64::from(raw[11]));
-    if has_attn {
-        v[15] = Some(f64::from(raw[12]));
-    }
-    LayerMetrics { values: v }
+}
+
+/// The metrics of one sequence and layer from the values the metrics kernel read back.
+pub fn layer_metrics_from_raw(
+    raw: &[f32],
+    n: usize,
+    has_attn: bool,
+    spectrum: Option<[f64; 3]>,
+) -> LayerMetrics {
+    LayerMetrics::from_raw(&raw_metrics_from_readback(raw, has_attn, spectrum), n, GPU_SIGMA_RATIO_FLOOR)
 }
