@@ -42,7 +42,7 @@ configs=(
   "markov-outlier|--depth 5 --tokens 12 --width 8 --heads 2 --attention markov --remove-outlier"
   "uniform|--depth 3 --tokens 7 --width 6 --heads 1 --attention uniform --skip standard --input shared:0.5"
   "identity-attn|--depth 3 --tokens 7 --width 6 --heads 1 --attention identity --mlp relu:2 --skip standard"
-  "softmax-outlier|--depth 4 --tokens 10 --width 8 --heads 2 --remove-outlier --input orthonormal"
+  "softmax-outlier|--depth 4 --tokens 8 --width 8 --heads 2 --remove-outlier --input orthonormal"
   "saturated|--depth 4 --tokens 8 --width 8 --heads 1 --temperature 8 --value identity --out-proj none"
   "per-seq-shared|--depth 4 --tokens 8 --width 8 --heads 2 --per-sequence-weights --share-layers --input sphere --qk gaussian:2 --out-proj identity"
 )
@@ -61,7 +61,7 @@ for c in "${configs[@]}"; do
   flags=${c#*|}
   for e in "${engines[@]}"; do
     [[ $e == gpu && $have_gpu == 0 ]] && continue
-    tag="$name/${e// /}"
+    tag="$name/$(tr -d ' -' <<<"${e/--precision/}")"
     for who in base head; do
       dir="$work/$who/$tag"
       mkdir -p "$dir"
@@ -72,10 +72,16 @@ for c in "${configs[@]}"; do
     done
     runs=$((runs + 1))
     same=1
+    if [[ ! -f $work/head/$tag/sequences.csv ]]; then
+      echo "FAILED: $tag did not run:"
+      tail -n 3 "$work/head/$tag/stderr"
+      fail=1
+      continue
+    fi
     for f in sequences.csv layers.csv rc; do
       if ! cmp -s "$work/base/$tag/$f" "$work/head/$tag/$f"; then
         echo "DIFFERENT: $tag $f"
-        diff <(head -c 2000 "$work/base/$tag/$f") <(head -c 2000 "$work/head/$tag/$f") | head -8 || true
+        diff <(head -c 2000 "$work/base/$tag/$f" 2>&1) <(head -c 2000 "$work/head/$tag/$f") | head -8 || true
         same=0
       fi
     done
