@@ -38,7 +38,7 @@ configs=(
   "pre-ln-gelu|--depth 4 --tokens 9 --width 8 --heads 2 --norm pre-ln --skip standard --mlp gelu:2"
   "post-ln-relu|--depth 4 --tokens 9 --width 12 --heads 3 --norm post-ln --skip standard --mlp relu:2"
   "rms-scaled|--depth 4 --tokens 8 --width 8 --heads 2 --norm rms --skip scaled:0.5,1.5 --mlp gelu:1"
-  "sphere|--depth 4 --tokens 8 --width 8 --heads 2 --norm pre-sphere --skip standard --value orthogonal"
+  "sphere|--depth 4 --tokens 8 --width 8 --heads 1 --norm pre-sphere --skip standard --value orthogonal"
   "markov-outlier|--depth 5 --tokens 12 --width 8 --heads 2 --attention markov --remove-outlier"
   "uniform|--depth 3 --tokens 7 --width 6 --heads 1 --attention uniform --skip standard --input shared:0.5"
   "identity-attn|--depth 3 --tokens 7 --width 6 --heads 1 --attention identity --mlp relu:2 --skip standard"
