@@ -1,14 +1,13 @@
 //! Line charts of the reproductions: several named series of (x, y) points on linear axes, as
 //! SVG and PNG (plotters, the embedded DejaVu Sans). Quantities that span many decades are given
-//! to it as log10 values and labelled so; `rankcollapse plot` (src/plot.rs) draws metric-vs-layer
+//! to it as log10 values and labelled so; `rankcollapse plot` (src/plot/) draws metric-vs-layer
 //! from CSV files, these charts draw whatever a preset measured (n, H, window size, ...).
 
-use anyhow::{anyhow, Context};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::{register_font, FontStyle};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+
+use crate::plot::draw::{save_svg_and_png, segments, Drawing, FAMILY};
 
 /// One line of a chart; non-finite points leave a gap.
 pub struct Series {
@@ -36,8 +35,6 @@ pub struct Figure {
 
 /// Width and height of both images: small enough to commit the PNGs.
 const SIZE: (u32, u32) = (800, 500);
-const FONT: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/DejaVuSans.ttf"));
-const FAMILY: &str = "sans-serif";
 
 impl Figure {
     pub fn new(
@@ -51,28 +48,15 @@ impl Figure {
 
     /// Writes `<dir>/<name>.svg` and `<dir>/<name>.png`; returns the PNG's file name.
     pub fn save(&self, dir: &Path, name: &str) -> anyhow::Result<String> {
-        static FONT_OK: OnceLock<bool> = OnceLock::new();
-        if !*FONT_OK.get_or_init(|| register_font(FAMILY, FontStyle::Normal, FONT).is_ok()) {
-            return Err(anyhow!("the embedded font assets/DejaVuSans.ttf could not be parsed"));
-        }
         let svg_path: PathBuf = dir.join(format!("{name}.svg"));
         let png_path: PathBuf = dir.join(format!("{name}.png"));
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-            self.render(&root).map_err(|e| anyhow!("drawing {}: {e}", svg_path.display()))?;
-            root.present().map_err(|e| anyhow!("drawing {}: {e}", svg_path.display()))?;
-        }
-        std::fs::write(&svg_path, svg).with_context(|| format!("writing {}", svg_path.display()))?;
-        {
-            let root = BitMapBackend::new(&png_path, SIZE).into_drawing_area();
-            self.render(&root).map_err(|e| anyhow!("drawing {}: {e}", png_path.display()))?;
-            root.present().map_err(|e| anyhow!("writing {}: {e}", png_path.display()))?;
-        }
+        save_svg_and_png(self, SIZE, &svg_path, &png_path, |_, path| format!("drawing {}", path.display()))?;
         Ok(format!("{name}.png"))
     }
+}
 
-    fn render<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+impl Drawing for Figure {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
         root.fill(&WHITE).map_err(err)?;
         let finite = || {
@@ -119,16 +103,10 @@ impl Figure {
                 RGBColor(r, g, b)
             };
             let style = if s.reference { colour.stroke_width(1) } else { colour.stroke_width(2) };
-            let mut segments: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
-            for &(x, y) in &s.points {
-                if x.is_finite() && y.is_finite() {
-                    segments.last_mut().unwrap().push((x, y));
-                } else if !segments.last().unwrap().is_empty() {
-                    segments.push(Vec::new());
-                }
-            }
+            let drawable: Vec<(f64, Option<f64>)> =
+                s.points.iter().map(|&(x, y)| (x, (x.is_finite() && y.is_finite()).then_some(y))).collect();
             let mut first = true;
-            for seg in segments.into_iter().filter(|s| !s.is_empty()) {
+            for seg in segments(&drawable) {
                 let drawn = chart.draw_series(LineSeries::new(seg.clone(), style)).map_err(err)?;
                 if first {
                     drawn.label(s.label.clone()).legend(move |(x, y)| {
