@@ -124,6 +124,38 @@ impl Nonfinite {
         json!(self.by_layer.iter().map(|(l, ms)| (l.to_string(), ms)).collect::<BTreeMap<_, _>>())
     }
 
+    /// The counts of several runs added up (a sweep's points), without where the values are.
+    pub fn totals(withheld: usize, faults: usize) -> Nonfinite {
+        Nonfinite { withheld, faults, ..Nonfinite::default() }
+    }
+
+    /// The one wording of the non-finite values left out of the statistics, for the warning of
+    /// `run` and the reports of `sweep run`, `status` and `merge`: "4 withheld values (below
+    /// 1.2e-7 of the sigma_1 they are resolved against; not a fault): sigma_ratio 4 (layers 3-5);
+    /// 2 numerical faults: res_fro 2 (layers 2-3)". `floor` is the resolution floor of
+    /// sigma_ratio where one floor holds for every value (a sweep's points may differ: None). A
+    /// run's values say where they are and leave out an empty part; [`Nonfinite::totals`] say
+    /// both counts.
+    pub fn message(&self, floor: Option<f64>) -> String {
+        let why = match floor {
+            Some(floor) => format!("below {floor:.1e} of the sigma_1 they are resolved against"),
+            None => "sigma_ratio below its resolution floor".to_string(),
+        };
+        let withheld = format!("{} withheld values ({why}; not a fault)", self.withheld);
+        let faults = format!("{} numerical faults", self.faults);
+        if self.by_layer.is_empty() {
+            return format!("{withheld}; {faults}");
+        }
+        let mut parts = Vec::new();
+        if self.withheld > 0 {
+            parts.push(format!("{withheld}: {}", self.describe(true)));
+        }
+        if self.faults > 0 {
+            parts.push(format!("{faults}: {}", self.describe(false)));
+        }
+        parts.join("; ")
+    }
+
     /// "sigma_ratio 4 (layers 3-5), log10_sigma_ratio 4 (layers 3-5)": the counts per metric and
     /// the layers where they occur, of the withheld values or of the faults, for warnings and
     /// `sweep status`.
