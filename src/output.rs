@@ -467,6 +467,23 @@ mod tests {
         assert_eq!((m.withheld, m.faults), (0, 1));
     }
 
+    /// A run's values say where they are and leave out an empty part; a sweep's totals say both
+    /// counts (`sweep status` lists "0 withheld values" of a point that only faulted).
+    #[test]
+    fn the_nonfinite_message_of_a_run_and_of_totals() {
+        let mut n = Nonfinite::default();
+        n.add(3, "sigma_ratio", 4);
+        assert_eq!(
+            n.message(Some(1.5e-5)),
+            "4 withheld values (below 1.5e-5 of the sigma_1 they are resolved against; not a fault): \
+             sigma_ratio 4 (layers 3)"
+        );
+        assert_eq!(
+            Nonfinite::totals(0, 64).message(None),
+            "0 withheld values (sigma_ratio below its resolution floor; not a fault); 64 numerical faults"
+        );
+    }
+
     #[test]
     fn stray_temporary_files_of_dead_writers_on_this_host_are_removed() {
         let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,7 @@ use crate::signals::stop_on_signals;
 pub fn execute(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Run(args) => stop_on_signals().and_then(|stop| run::run(&args, &stop)),
-        Command::Sweep(cmd) => sweep::sweep(cmd),
+        Command::Sweep(cmd) => sweep::execute(cmd),
         Command::Plot(args) => plot::plot(&args),
         Command::Devices => {
             print!("{}", crate::engine::gpu::describe_adapters(&crate::engine::gpu::adapters()));

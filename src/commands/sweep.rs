@@ -9,7 +9,7 @@ use crate::signals::{signal_exit, signal_name, stop_on_signals};
 use crate::sweep::{self, store};
 
 /// Runs one `sweep` subcommand; returns its exit code.
-pub fn sweep(cmd: SweepCommand) -> anyhow::Result<i32> {
+pub fn execute(cmd: SweepCommand) -> anyhow::Result<i32> {
     match cmd {
         SweepCommand::Run(a) => run(&a),
         SweepCommand::Plan(a) => plan(&a),
