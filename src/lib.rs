@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the data flow.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod linalg;
@@ -12,4 +13,5 @@ pub mod output;
 pub mod plot;
 pub mod reproduce;
 pub mod rng;
+pub mod signals;
 pub mod sweep;

@@ -119,6 +119,38 @@ impl Nonfinite {
         json!(self.by_layer.iter().map(|(l, ms)| (l.to_string(), ms)).collect::<BTreeMap<_, _>>())
     }
 
+    /// The counts of several runs added up (a sweep's points), without where the values are.
+    pub fn totals(withheld: usize, faults: usize) -> Nonfinite {
+        Nonfinite { withheld, faults, ..Nonfinite::default() }
+    }
+
+    /// The one wording of the non-finite values left out of the statistics, for the warning of
+    /// `run` and the reports of `sweep run`, `status` and `merge`: "4 withheld values (below
+    /// 1.2e-7 of the sigma_1 they are resolved against; not a fault): sigma_ratio 4 (layers 3-5);
+    /// 2 numerical faults: res_fro 2 (layers 2-3)". `floor` is the resolution floor of
+    /// sigma_ratio where one floor holds for every value (a sweep's points may differ: None). A
+    /// run's values say where they are and leave out an empty part; [`Nonfinite::totals`] say
+    /// both counts.
+    pub fn message(&self, floor: Option<f64>) -> String {
+        let why = match floor {
+            Some(floor) => format!("below {floor:.1e} of the sigma_1 they are resolved against"),
+            None => "sigma_ratio below its resolution floor".to_string(),
+        };
+        let withheld = format!("{} withheld values ({why}; not a fault)", self.withheld);
+        let faults = format!("{} numerical faults", self.faults);
+        if self.by_layer.is_empty() {
+            return format!("{withheld}; {faults}");
+        }
+        let mut parts = Vec::new();
+        if self.withheld > 0 {
+            parts.push(format!("{withheld}: {}", self.describe(true)));
+        }
+        if self.faults > 0 {
+            parts.push(format!("{faults}: {}", self.describe(false)));
+        }
+        parts.join("; ")
+    }
+
     /// "sigma_ratio 4 (layers 3-5), log10_sigma_ratio 4 (layers 3-5)": the counts per metric and
     /// the layers where they occur, of the withheld values or of the faults, for warnings and
     /// `sweep status`.
@@ -428,6 +460,23 @@ mod tests {
         m.add(1, "log10_sigma_ratio", 1);
         let m = m.with_faults([1, 1, 1]);
         assert_eq!((m.withheld, m.faults), (0, 1));
+    }
+
+    /// A run's values say where they are and leave out an empty part; a sweep's totals say both
+    /// counts (`sweep status` lists "0 withheld values" of a point that only faulted).
+    #[test]
+    fn the_nonfinite_message_of_a_run_and_of_totals() {
+        let mut n = Nonfinite::default();
+        n.add(3, "sigma_ratio", 4);
+        assert_eq!(
+            n.message(Some(1.5e-5)),
+            "4 withheld values (below 1.5e-5 of the sigma_1 they are resolved against; not a fault): \
+             sigma_ratio 4 (layers 3)"
+        );
+        assert_eq!(
+            Nonfinite::totals(0, 64).message(None),
+            "0 withheld values (sigma_ratio below its resolution floor; not a fault); 64 numerical faults"
+        );
     }
 
     #[test]

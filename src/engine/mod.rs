@@ -3,6 +3,9 @@
 
 pub mod cpu;
 pub mod gpu;
+mod stoppable;
+
+pub use stoppable::{run_until_stopped, Computed};
 
 use crate::config::{Config, Engine};
 use crate::metrics::LayerMetrics;

@@ -1,19 +1,20 @@
 //! Sweeps: `sweep run` (this process's shard of a spec, resumable), `sweep plan` (points,
 //! shards, cost, and Slurm / Kubernetes job files), `sweep status` and `sweep merge` (from the
 //! files alone). Slurm job arrays and Kubernetes Indexed Jobs are the distributed engine: each
-//! task runs one shard, chosen from its environment. A stop request (SIGINT/SIGTERM, set by the
-//! binary) abandons the point in flight without recording it.
+//! task runs one shard, chosen from its environment. A stop request (SIGINT/SIGTERM, see
+//! `signals`) abandons the point in flight without recording it.
 
 pub mod emit;
 pub mod spec;
 pub mod store;
 
-use crate::config::Config;
-use crate::engine::RunOutput;
+use crate::engine::{run_until_stopped, Computed};
+use crate::output::Nonfinite;
+use crate::signals::stop_requested;
 use spec::{Point, Shard, Spec};
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 /// The effective spec: the file plus `--set` overrides.
@@ -47,7 +48,7 @@ pub struct RunOptions<'a> {
     pub threads: Option<usize>,
     /// The engine for the points whose configuration says auto (`--devices cpu|gpu`).
     pub engine: Option<crate::config::Engine>,
-    /// The number of the signal that asked to stop (0: none), set by the binary's handlers.
+    /// The number of the signal that asked to stop (0: none), set by `signals::stop_on_signals`.
     pub stop: &'a AtomicUsize,
 }
 
@@ -146,7 +147,7 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<RunReport> {
         let outcome = if injected {
             Err("injected failure (RANKCOLLAPSE_TEST_FAIL_POINT)".to_string())
         } else {
-            match compute(&cfg, opts.stop) {
+            match run_until_stopped(&cfg, opts.stop) {
                 Computed::Finished(r) => r,
                 Computed::Abandoned(signal) => {
                     report.interrupted = Some((signal, Some(format!("{} ({})", p.id, describe(p)))));
@@ -189,58 +190,6 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<RunReport> {
         }
     }
     Ok(report)
-}
-
-/// The signal that asked to stop, if one did.
-pub fn stop_requested(stop: &AtomicUsize) -> Option<usize> {
-    match stop.load(Ordering::SeqCst) {
-        0 => None,
-        signal => Some(signal),
-    }
-}
-
-/// How [`compute`] ended.
-pub enum Computed {
-    /// The engine's result, or why it failed (its error chain, or the panic message).
-    Finished(Result<RunOutput, String>),
-    /// A stop was requested (by this signal) before the engine finished.
-    Abandoned(usize),
-}
-
-/// Runs `engine::run` on a thread of its own and waits for it or for a stop request in `stop`,
-/// whichever comes first (checked every 50 ms). An abandoned computation is left to end with
-/// the process: the engine cannot be interrupted, and nothing it computed is recorded. Used by
-/// `sweep run` per point and by `rankcollapse run`.
-pub fn compute(cfg: &Config, stop: &AtomicUsize) -> Computed {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let cfg = cfg.clone();
-    let worker = std::thread::Builder::new().name("engine".into()).spawn(move || {
-        let result = std::panic::catch_unwind(|| crate::engine::run(&cfg))
-            .map_err(|e| {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
-                format!("panic: {}", msg.unwrap_or_else(|| "unknown".into()))
-            })
-            .and_then(|r| r.map_err(|e| format!("{e:#}")));
-        let _ = tx.send(result);
-    });
-    if let Err(e) = worker {
-        return Computed::Finished(Err(format!("cannot start the engine's thread: {e}")));
-    }
-    loop {
-        if let Some(signal) = stop_requested(stop) {
-            return Computed::Abandoned(signal);
-        }
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(result) => return Computed::Finished(result),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Computed::Finished(Err("the engine's thread ended without a result".into()))
-            }
-        }
-    }
 }
 
 fn describe(p: &Point) -> String {
@@ -343,7 +292,7 @@ pub fn status(dir: &Path) -> anyhow::Result<(String, i32)> {
         out += &format!("failed  {id}: {why}\n");
     }
     for (id, withheld, faults) in &c.nonfinite {
-        out += &format!("nonfinite {id}: {}\n", describe_nonfinite(*withheld, *faults));
+        out += &format!("nonfinite {id}: {}\n", Nonfinite::totals(*withheld, *faults).message(None));
     }
     for id in c.missing.iter().take(20) {
         out += &format!("missing {id}\n");
@@ -352,13 +301,6 @@ pub fn status(dir: &Path) -> anyhow::Result<(String, i32)> {
         out += &format!("... and {} more missing\n", c.missing.len() - 20);
     }
     Ok((out, if c.done == points.len() { 0 } else { 1 }))
-}
-
-/// "4 withheld values (sigma_ratio below its resolution floor: not a fault), 0 numerical faults".
-pub fn describe_nonfinite(withheld: usize, faults: usize) -> String {
-    format!(
-        "{withheld} withheld values (sigma_ratio below its resolution floor: not a fault), {faults} numerical faults"
-    )
 }
 
 /// `sweep merge`: writes the merged CSV; returns the report and the exit code (1 when
@@ -380,7 +322,7 @@ pub fn merge(dir: &Path, output: Option<&Path>, allow_partial: bool) -> anyhow::
         report += &format!(
             "{} merged points have non-finite values left out of their statistics (the nonfinite column): {}\n",
             c.nonfinite.len(),
-            describe_nonfinite(withheld, faults)
+            Nonfinite::totals(withheld, faults).message(None)
         );
     }
     Ok((report, 0))

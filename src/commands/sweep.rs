@@ -1,0 +1,98 @@
+//! The `sweep` subcommands: `run` (this process's shard, stoppable, with the plot of a complete
+//! sweep), `plan` (and the Slurm / Kubernetes job file of `--emit`), `status` and `merge`; the
+//! sweep itself lives in `crate::sweep`.
+
+use super::plot::default_plot;
+use crate::cli::{Emit, SweepCommand, SweepPlanArgs, SweepRunArgs};
+use crate::output::{self, Nonfinite};
+use crate::signals::{signal_exit, signal_name, stop_on_signals};
+use crate::sweep::{self, store};
+
+/// Runs one `sweep` subcommand; returns its exit code.
+pub fn execute(cmd: SweepCommand) -> anyhow::Result<i32> {
+    match cmd {
+        SweepCommand::Run(a) => run(&a),
+        SweepCommand::Plan(a) => plan(&a),
+        SweepCommand::Status { dir } => {
+            let (report, code) = sweep::status(&dir)?;
+            print!("{report}");
+            Ok(code)
+        }
+        SweepCommand::Merge(a) => {
+            let (report, code) = sweep::merge(&a.dir, a.output.as_deref(), a.allow_partial)?;
+            print!("{report}");
+            Ok(code)
+        }
+    }
+}
+
+/// `sweep run`: 1 when a point failed or has non-finite values, 130/143 when a signal stopped it.
+fn run(a: &SweepRunArgs) -> anyhow::Result<i32> {
+    let stop = stop_on_signals()?;
+    let stop = &*stop;
+    let engine = sweep::parse_devices(&a.devices)?;
+    let spec = sweep::load(&a.spec, &a.set)?;
+    let report = sweep::run(
+        &spec,
+        &sweep::RunOptions { out: &a.out, force: a.force, shard: a.shard, threads: a.threads, engine, stop },
+    )?;
+    if report.merged {
+        default_plot(&a.out);
+    }
+    if report.failed > 0 {
+        eprintln!(
+            "error: {} points of this shard failed (recorded with the reason; `sweep status {}` lists them, a rerun retries them)",
+            report.failed,
+            a.out.display()
+        );
+    }
+    if !report.nonfinite.is_empty() {
+        let (withheld, faults) = report.nonfinite.iter().fold((0, 0), |(w, f), (_, pw, pf)| (w + pw, f + pf));
+        eprintln!(
+            "warning: {} done points of this shard have non-finite values left out of their statistics: {} (`sweep status {}` lists them)",
+            report.nonfinite.len(),
+            Nonfinite::totals(withheld, faults).message(None),
+            a.out.display()
+        );
+    }
+    if let Some((signal, abandoned)) = report.interrupted {
+        eprintln!(
+            "interrupted by {}: {} of {} points of this shard done, {}; resume with the same command",
+            signal_name(signal),
+            report.done,
+            report.shard_points,
+            abandoned.map_or_else(|| "no point in flight".to_string(), |p| format!("point {p} abandoned"))
+        );
+        return Ok(signal_exit(signal));
+    }
+    Ok(report.code())
+}
+
+/// `sweep plan`: the plan on stdout; with `--emit`, the job file in the results directory (which
+/// it initialises) and its path.
+fn plan(a: &SweepPlanArgs) -> anyhow::Result<i32> {
+    let spec = sweep::load(&a.spec, &a.set)?;
+    print!("{}", sweep::plan(&spec, a.shards)?);
+    if let Some(emit) = a.emit {
+        let out = a
+            .out
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("--emit needs --out DIR (the sweep's results directory)"))?;
+        store::init(out, &spec, false)?;
+        let out = std::fs::canonicalize(out)?;
+        let (file, text) = match emit {
+            Emit::Slurm => {
+                let exe = std::env::current_exe()?;
+                (
+                    "sweep.sbatch",
+                    sweep::emit::slurm(&spec.name, &exe, &store::spec_path(&out), &out, a.shards),
+                )
+            }
+            Emit::K8s => ("sweep-job.yaml", sweep::emit::kubernetes(&spec.name, &a.image, &a.pvc, a.shards)),
+        };
+        let path = out.join(file);
+        output::write_atomic(&path, text.as_bytes())?;
+        println!("{}", path.display());
+    }
+    Ok(0)
+}
