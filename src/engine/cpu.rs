@@ -1,8 +1,8 @@
 //! The CPU engine: the tracked-precision model on ndarray, generic over f32/f64, threaded over
 //! sequences with rayon. Layers are the outer loop so shared weights are drawn once per layer.
 
-use super::{RunOutput, SequenceFault};
 use crate::config::{Config, Precision};
+use crate::engine::result::{RunOutput, SequenceFault};
 use crate::metrics::{layer_metrics, LayerMetrics};
 use crate::model::{apply_layer_checked, input_tokens, layer_weights, Real, Tracked};
 use rayon::prelude::*;
