@@ -13,7 +13,8 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rankcollapse::config::{Config, Precision};
 use rankcollapse::engine::cpu::simulate;
-use rankcollapse::engine::gpu::engine::{simulate_with, Kernels};
+use rankcollapse::engine::gpu::chunk::Kernels;
+use rankcollapse::engine::gpu::run::simulate_with;
 use rankcollapse::engine::gpu::GpuContext;
 use rankcollapse::sweep::estimated_flops;
 use std::cell::Cell;

@@ -5,7 +5,7 @@
 //! `cargo bench --bench gpu_kernels` on the adapter `WGPU_ADAPTER_NAME` names, else the first
 //! hardware adapter, else the first; skipped, loudly, without one.
 //!
-//! Each iteration goes through `engine::apply_part` / `metrics_of` (the entry points of the twin
+//! Each iteration goes through `twin::apply_part` / `metrics_of` (the entry points of the twin
 //! tests): it uploads the states, runs the family's passes and reads the result back, so it
 //! includes one upload and one read-back of 16 x 257 x 64 floats. Pure kernel times, without the
 //! transfers, are what `rankcollapse run --profile` prints (timestamp queries per pass).
@@ -13,7 +13,8 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rankcollapse::engine::gpu::engine::{apply_part, metrics_of, Kernels, Part};
+use rankcollapse::engine::gpu::chunk::Kernels;
+use rankcollapse::engine::gpu::twin::{apply_part, metrics_of, Part};
 use rankcollapse::engine::gpu::GpuContext;
 use rankcollapse::model::{input_tokens, Tracked};
 

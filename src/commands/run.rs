@@ -3,9 +3,7 @@
 //! during the compute abandons it; after it, every file is still written.
 
 use crate::cli::{Format, RunArgs};
-use crate::config::Precision;
 use crate::engine::{run_until_stopped, Computed};
-use crate::metrics::sigma_ratio_floor;
 use crate::output::{self, Nonfinite};
 use crate::signals::{signal_exit, signal_name, stop_requested};
 use std::sync::atomic::AtomicUsize;
@@ -65,14 +63,10 @@ pub fn run(args: &RunArgs, stop: &AtomicUsize) -> anyhow::Result<i32> {
         }
     }
     if nonfinite.total() > 0 {
-        let floor = match cfg.precision {
-            Precision::F32 => sigma_ratio_floor::<f32>(),
-            Precision::F64 => sigma_ratio_floor::<f64>(),
-        };
         eprintln!(
             "warning: {} values are not in the statistics (the nonfinite column): {}",
             nonfinite.total(),
-            nonfinite.message(Some(floor))
+            nonfinite.message(Some(out.sigma_ratio_floor))
         );
     }
     if let Some(signal) = stop_requested(stop) {

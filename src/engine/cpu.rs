@@ -1,9 +1,9 @@
 //! The CPU engine: the tracked-precision model on ndarray, generic over f32/f64, threaded over
 //! sequences with rayon. Layers are the outer loop so shared weights are drawn once per layer.
 
-use super::{RunOutput, SequenceFault};
 use crate::config::{Config, Precision};
-use crate::metrics::{layer_metrics, LayerMetrics};
+use crate::engine::result::{RunOutput, SequenceFault};
+use crate::metrics::{layer_metrics, sigma_ratio_floor, LayerMetrics};
 use crate::model::{apply_layer_checked, input_tokens, layer_weights, Real, Tracked};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -12,9 +12,9 @@ pub fn run(cfg: &Config, reason: String) -> anyhow::Result<RunOutput> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(cfg.threads).build()?;
     let threads = pool.current_num_threads();
     let start = Instant::now();
-    let (per_sequence, faults) = pool.install(|| match cfg.precision {
-        Precision::F32 => simulate_checked::<f32>(cfg),
-        Precision::F64 => simulate_checked::<f64>(cfg),
+    let ((per_sequence, faults), sigma_ratio_floor) = pool.install(|| match cfg.precision {
+        Precision::F32 => (simulate_checked::<f32>(cfg), sigma_ratio_floor::<f32>()),
+        Precision::F64 => (simulate_checked::<f64>(cfg), sigma_ratio_floor::<f64>()),
     });
     Ok(RunOutput {
         per_sequence,
@@ -22,6 +22,7 @@ pub fn run(cfg: &Config, reason: String) -> anyhow::Result<RunOutput> {
         engine: format!("cpu-{}", cfg.precision),
         engine_reason: reason,
         compute_seconds: start.elapsed().as_secs_f64(),
+        sigma_ratio_floor,
         threads,
     })
 }

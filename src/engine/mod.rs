@@ -3,41 +3,13 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod result;
 mod stoppable;
 
+pub use result::{RunOutput, SequenceFault};
 pub use stoppable::{run_until_stopped, Computed};
 
 use crate::config::{Config, Engine};
-use crate::metrics::LayerMetrics;
-
-/// What a run produced: metrics per sequence and layer, plus how it was run.
-#[derive(Clone, Debug)]
-pub struct RunOutput {
-    /// `per_sequence[s][l]`: sequence s after layer l (l = 0 is the input).
-    pub per_sequence: Vec<Vec<LayerMetrics>>,
-    /// Sequences that met a numerical fault (their metrics from its layer on are NaN).
-    pub faults: Vec<SequenceFault>,
-    /// The engine that ran ("cpu-f64", ...).
-    pub engine: String,
-    /// Why that engine was chosen.
-    pub engine_reason: String,
-    /// Seconds spent in the engine.
-    pub compute_seconds: f64,
-    pub threads: usize,
-}
-
-/// A numerical fault: the first layer part that made a sequence's state invalid (a value the
-/// tracked representation cannot hold). That sequence's metrics from this layer on are NaN, so
-/// they are counted as non-finite and never averaged.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct SequenceFault {
-    pub sequence: usize,
-    /// 1-based: the layer whose part failed.
-    pub layer: usize,
-    /// attention, norm, mlp or skip.
-    pub part: String,
-    pub what: String,
-}
 
 /// Runs the configuration on the engine it asks for; `auto` takes the GPU engine on a hardware
 /// adapter (or on the one `--adapter` names) and the CPU engine otherwise, and says why.
@@ -59,18 +31,23 @@ fn pick_and_run(cfg: &Config) -> anyhow::Result<RunOutput> {
         Engine::Cpu => cpu::run(cfg, "requested with --engine cpu".to_string()),
         Engine::Gpu => gpu_run(cfg, "requested with --engine gpu"),
         Engine::Auto => {
-            if let Some(why) = gpu::engine::unsupported(cfg) {
+            if let Some(why) = gpu::fit::unsupported(cfg) {
                 return cpu::run(cfg, format!("auto: {why}, using the CPU engine"));
             }
-            let chosen = cfg.adapter.is_some() || std::env::var_os("WGPU_ADAPTER_NAME").is_some();
+            let selector = gpu::adapter_selector(cfg.adapter.as_deref());
             let list = gpu::adapters();
-            match list.iter().find(|a| gpu::is_hardware(&a.info)) {
-                _ if chosen => gpu_run(cfg, "auto: the adapter was chosen (--adapter / WGPU_ADAPTER_NAME)"),
-                Some(a) => {
+            let infos: Vec<wgpu::AdapterInfo> = list.iter().map(|a| a.info.clone()).collect();
+            match gpu::choose_adapter(&infos, selector.as_deref()) {
+                // A selector that names no adapter is reported by the GPU engine's own choice.
+                _ if selector.is_some() => {
+                    gpu_run(cfg, "auto: the adapter was chosen (--adapter / WGPU_ADAPTER_NAME)")
+                }
+                Ok(gpu::AdapterChoice::Hardware(i)) => {
+                    let a = &list[i];
                     let why = format!("auto: hardware adapter {} ({:?})", a.info.name, a.info.device_type);
                     gpu_run(cfg, &why)
                 }
-                None => {
+                _ => {
                     let seen: Vec<String> =
                         list.iter().map(|a| format!("{} ({:?})", a.info.name, a.info.device_type)).collect();
                     let seen = if seen.is_empty() { "none".to_string() } else { seen.join(", ") };
@@ -87,17 +64,17 @@ fn pick_and_run(cfg: &Config) -> anyhow::Result<RunOutput> {
 /// The GPU engine (f32) on the adapter `--adapter` or WGPU_ADAPTER_NAME names, else the first
 /// hardware adapter, else the first.
 pub fn gpu_run(cfg: &Config, why: &str) -> anyhow::Result<RunOutput> {
-    if let Some(e) = gpu::engine::unsupported(cfg) {
+    if let Some(e) = gpu::fit::unsupported(cfg) {
         anyhow::bail!("the GPU engine cannot run this configuration: {e}");
     }
     let ctx = gpu::GpuContext::new(cfg.adapter.as_deref())?;
     let start = std::time::Instant::now();
     let chunk = match cfg.chunk {
-        0 => gpu::engine::chunk_size(cfg, &ctx.device.limits(), cfg.gpu_memory_mb << 20),
+        0 => gpu::fit::chunk_size(cfg, &ctx.device.limits(), cfg.gpu_memory_mb << 20),
         c => c,
     };
-    let kernels = gpu::engine::Kernels::new(&ctx)?;
-    let sim = gpu::engine::simulate_checked(&ctx, &kernels, cfg, chunk, cfg.profile)?;
+    let kernels = gpu::chunk::Kernels::new(&ctx)?;
+    let sim = gpu::run::simulate_checked(&ctx, &kernels, cfg, chunk, cfg.profile)?;
     match &sim.profile {
         Some(Ok(rows)) => eprint!(
             "GPU profile ({}, timestamp queries, {} sequences x {} layers):\n{}",
@@ -120,6 +97,7 @@ pub fn gpu_run(cfg: &Config, why: &str) -> anyhow::Result<RunOutput> {
         engine: "gpu-f32".into(),
         engine_reason: format!("{why}; adapter {} ({:?}), {chunks}", ctx.info.name, ctx.info.backend),
         compute_seconds: start.elapsed().as_secs_f64(),
+        sigma_ratio_floor: gpu::metrics::GPU_SIGMA_RATIO_FLOOR,
         threads: 1,
     })
 }

@@ -71,7 +71,7 @@ fn gpu_engine_tracks_the_f64_cpu_engine() {
     for seed in seeds.unwrap_or(100..124) {
         // The precision test's configurations ask for the attention spectrum at every layer.
         let c = crate::precision::random_config(seed);
-        let gpu = rankcollapse::engine::gpu::engine::simulate(&ctx, &c, 2).unwrap();
+        let gpu = rankcollapse::engine::gpu::run::simulate(&ctx, &c, 2).unwrap();
         let cpu = rankcollapse::engine::cpu::simulate::<f64>(&c);
         tally.compare(seed, &c, "gpu", &gpu, &cpu, true, report_only);
     }
@@ -96,9 +96,9 @@ fn gpu_results_do_not_depend_on_the_chunk_size() {
         seed: 7,
         ..Default::default()
     };
-    let one = rankcollapse::engine::gpu::engine::simulate(&ctx, &c, 1).unwrap();
-    let three = rankcollapse::engine::gpu::engine::simulate(&ctx, &c, 3).unwrap();
-    let five = rankcollapse::engine::gpu::engine::simulate(&ctx, &c, 5).unwrap();
+    let one = rankcollapse::engine::gpu::run::simulate(&ctx, &c, 1).unwrap();
+    let three = rankcollapse::engine::gpu::run::simulate(&ctx, &c, 3).unwrap();
+    let five = rankcollapse::engine::gpu::run::simulate(&ctx, &c, 5).unwrap();
     let bits = |r: &Vec<Vec<rankcollapse::metrics::LayerMetrics>>| -> Vec<u64> {
         r.iter().flatten().flat_map(|m| m.iter().map(|(_, v)| v.map_or(1, f64::to_bits))).collect()
     };
@@ -133,7 +133,8 @@ fn state_error(gpu: &Tracked<f64>, cpu: &Tracked<f64>) -> f64 {
 /// the f32 tolerance of layer 0.
 #[test]
 fn each_kernel_family_matches_its_cpu_twin() {
-    use rankcollapse::engine::gpu::engine::{apply_part, metrics_of, Kernels, Part};
+    use rankcollapse::engine::gpu::chunk::Kernels;
+    use rankcollapse::engine::gpu::twin::{apply_part, metrics_of, Part};
     use rankcollapse::model::{self, attention, mlp, norm};
     let Some(ctx) = context() else { return };
     let k = Kernels::new(&ctx).unwrap();
@@ -244,9 +245,8 @@ fn each_kernel_family_matches_its_cpu_twin() {
 #[test]
 fn long_context_runs_on_the_gpu_in_linear_memory() {
     use rankcollapse::config::Config;
-    use rankcollapse::engine::gpu::engine::{
-        bytes_per_sequence, loop_iterations, simulate, LLVMPIPE_LOOP_LIMIT,
-    };
+    use rankcollapse::engine::gpu::fit::{bytes_per_sequence, loop_iterations, LLVMPIPE_LOOP_LIMIT};
+    use rankcollapse::engine::gpu::run::simulate;
     let Some(ctx) = context() else { return };
     let softmax = Config {
         depth: 2,
@@ -304,7 +304,7 @@ fn binary() -> std::process::Command {
 /// more than one sequence inside the real retry path.
 #[test]
 fn a_chunk_that_does_not_fit_is_retried_smaller_with_identical_results() {
-    use rankcollapse::engine::gpu::engine::OOM_HOOK;
+    use rankcollapse::engine::gpu::run::OOM_HOOK;
     let Some(_ctx) = context() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let run = |dir: &str, chunk: &str, hook: Option<&str>| {
@@ -449,7 +449,7 @@ fn a_numerical_fault_on_the_gpu_is_named_and_counted() {
 /// report it at layer 2; layers 0 and 1 stay numbers, equal to an unhooked run's.
 #[test]
 fn a_metrics_kernel_cut_short_is_a_fault_not_a_number() {
-    use rankcollapse::engine::gpu::engine::CUT_HOOK;
+    use rankcollapse::engine::gpu::run::CUT_HOOK;
     let Some(_ctx) = context() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let args =

@@ -1,8 +1,22 @@
-//! The GPU side (wgpu 30, any backend): adapter enumeration for `rankcollapse devices`, the
-//! device context, the shader table, the one read-back path, and the kernels built so far.
+//! The GPU side (wgpu 30, any backend): adapter enumeration and choice, the device context, the
+//! shader table, and the one read-back path. The engine lives in the submodules: one per WGSL
+//! family (its uniform block and the `Chunk` methods that drive it), plus the chunk, the fit
+//! checks, the run loop and the twin-test API.
 
-pub mod engine;
+pub mod activation;
+pub mod attention;
+pub mod check;
+pub mod chunk;
+pub mod fit;
+pub mod generate;
+pub mod linear;
+pub mod metrics;
+pub mod norm;
+pub mod philox;
 pub mod profile;
+pub mod run;
+pub mod state;
+pub mod twin;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -109,6 +123,54 @@ pub fn is_hardware(info: &wgpu::AdapterInfo) -> bool {
     )
 }
 
+/// The adapter selector: `--adapter` when given, else WGPU_ADAPTER_NAME.
+pub fn adapter_selector(flag: Option<&str>) -> Option<String> {
+    flag.map(str::to_string).or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+}
+
+/// Which adapter a run uses, and why.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AdapterChoice {
+    /// The one the selector names.
+    Selected(usize),
+    /// No selector: the first hardware adapter.
+    Hardware(usize),
+    /// No selector and no hardware adapter: the first adapter (a software one).
+    Software(usize),
+}
+
+impl AdapterChoice {
+    /// The chosen adapter's index in the list.
+    pub fn index(self) -> usize {
+        match self {
+            AdapterChoice::Selected(i) | AdapterChoice::Hardware(i) | AdapterChoice::Software(i) => i,
+        }
+    }
+}
+
+/// The adapter rule, the one both the GPU engine and `auto` follow: the adapter of `list` whose
+/// index or name (a case-insensitive substring) `selector` gives, else the first hardware
+/// adapter, else the first adapter. `Err` when the selector matches none or the list is empty.
+pub fn choose_adapter(list: &[wgpu::AdapterInfo], selector: Option<&str>) -> anyhow::Result<AdapterChoice> {
+    match selector {
+        // An index is an index (adapter names hold digits too), else a name substring.
+        Some(s) => match s.trim().parse::<usize>() {
+            Ok(i) if i < list.len() => Ok(AdapterChoice::Selected(i)),
+            Ok(i) => anyhow::bail!("no GPU adapter has index {i} (see rankcollapse devices)"),
+            Err(_) => list
+                .iter()
+                .position(|a| a.name.to_lowercase().contains(&s.to_lowercase()))
+                .map(AdapterChoice::Selected)
+                .ok_or_else(|| anyhow::anyhow!("no GPU adapter matches {s:?} (see rankcollapse devices)")),
+        },
+        None => match list.iter().position(is_hardware) {
+            Some(i) => Ok(AdapterChoice::Hardware(i)),
+            None if list.is_empty() => anyhow::bail!("no GPU adapter found"),
+            None => Ok(AdapterChoice::Software(0)),
+        },
+    }
+}
+
 /// A device on one adapter, with the adapter's own limits (not the defaults).
 pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
@@ -129,30 +191,13 @@ pub const LOSE_DEVICE_HOOK: &str = "RANKCOLLAPSE_TEST_LOSE_DEVICE";
 static DEVICES_CREATED: AtomicUsize = AtomicUsize::new(0);
 
 impl GpuContext {
-    /// The first adapter whose index or name matches `selector` (WGPU_ADAPTER_NAME when None),
-    /// else the first hardware adapter, else the first adapter.
+    /// A device on the adapter [`choose_adapter`] picks for `selector` (`--adapter`).
     pub fn new(selector: Option<&str>) -> anyhow::Result<GpuContext> {
         let instance = instance();
         let all = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        let wanted = selector.map(str::to_string).or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
-        let adapter = match &wanted {
-            // An index is an index (adapter names hold digits too), else a name substring.
-            Some(s) => match s.trim().parse::<usize>() {
-                Ok(i) => all.into_iter().nth(i).ok_or_else(|| {
-                    anyhow::anyhow!("no GPU adapter has index {i} (see rankcollapse devices)")
-                })?,
-                Err(_) => all
-                    .into_iter()
-                    .find(|a| a.get_info().name.to_lowercase().contains(&s.to_lowercase()))
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("no GPU adapter matches {s:?} (see rankcollapse devices)")
-                    })?,
-            },
-            None => {
-                let hardware = all.iter().position(|a| is_hardware(&a.get_info())).unwrap_or(0);
-                all.into_iter().nth(hardware).ok_or_else(|| anyhow::anyhow!("no GPU adapter found"))?
-            }
-        };
+        let infos: Vec<wgpu::AdapterInfo> = all.iter().map(|a| a.get_info()).collect();
+        let index = choose_adapter(&infos, adapter_selector(selector).as_deref())?.index();
+        let adapter = all.into_iter().nth(index).expect("choose_adapter returns an index of the list");
         let info = adapter.get_info();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("rankcollapse"),
@@ -266,83 +311,22 @@ impl GpuContext {
         staging.unmap();
         Ok(data)
     }
-
-    /// Philox4x32-10 blocks 0..count of (seed, stream, sequence) computed on the GPU: the same
-    /// words as `rng::philox4x32_10([q, 0, sequence, stream], seed)` (counts up to 2^32 blocks).
-    pub fn philox_blocks(
-        &self,
-        seed: u64,
-        stream: u32,
-        sequence: u32,
-        count: u32,
-    ) -> anyhow::Result<Vec<[u32; 4]>> {
-        let params = PhiloxParams {
-            key0: seed as u32,
-            key1: (seed >> 32) as u32,
-            sequence,
-            stream,
-            count,
-            _pad: [0; 3],
-        };
-        let uniform =
-            self.buffer_with("philox params", bytemuck::bytes_of(&params), wgpu::BufferUsages::UNIFORM);
-        let size = u64::from(count.max(1)) * 16;
-        let out = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("philox out"),
-            size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let pipeline = self.pipeline_entry("philox", "main")?;
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("philox"),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: out.as_entire_binding() },
-            ],
-        });
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(count.div_ceil(64), 1, 1);
-        }
-        self.queue.submit([enc.finish()]);
-        let words: Vec<u32> = self.read_back(&out, size)?;
-        Ok(words.chunks_exact(4).take(count as usize).map(|c| [c[0], c[1], c[2], c[3]]).collect())
-    }
-}
-
-/// The uniform block of shaders/philox.wgsl (`Params`); size checked against the WGSL side.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct PhiloxParams {
-    pub key0: u32,
-    pub key1: u32,
-    pub sequence: u32,
-    pub stream: u32,
-    pub count: u32,
-    pub _pad: [u32; 3],
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(shader: &Shader) -> naga::Module {
-        naga::front::wgsl::parse_str(shader.source)
-            .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)))
-    }
-
     /// Parses and validates a WGSL source with naga, as wgpu would.
-    fn validate(source: &str) -> Result<naga::Module, String> {
+    fn validate(source: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
         let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-            .validate(&module)
-            .map_err(|e| e.emit_to_string(source))?;
-        Ok(module)
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .map_err(|e| e.emit_to_string(source))?;
+        Ok((module, info))
     }
 
     /// Every shader in the table the engine loads parses and validates (and the table is not empty).
@@ -350,7 +334,7 @@ mod tests {
     fn every_shader_in_the_table_validates() {
         assert!(!SHADERS.is_empty(), "the shader table is empty");
         for shader in SHADERS {
-            let module = validate(shader.source).unwrap_or_else(|e| panic!("{}: {e}", shader.name));
+            let (module, _) = validate(shader.source).unwrap_or_else(|e| panic!("{}: {e}", shader.name));
             for entry in shader.entries {
                 assert!(
                     module.entry_points.iter().any(|e| e.name == *entry),
@@ -369,19 +353,142 @@ mod tests {
         assert!(validate(&broken).is_err());
     }
 
-    /// The Rust uniform struct has the size of the WGSL one in the uniform address space.
-    #[test]
-    fn philox_uniform_matches_the_wgsl_struct() {
-        let module = parse(&SHADERS[0]);
-        let span = module
-            .types
+    /// A Rust uniform struct's layout: its name, size and (field, offset) in declaration order.
+    struct RustLayout {
+        name: &'static str,
+        size: usize,
+        fields: Vec<(&'static str, usize)>,
+    }
+
+    macro_rules! layout {
+        ($t:ty, [$($field:ident),* $(,)?]) => {
+            RustLayout {
+                name: stringify!($t),
+                size: std::mem::size_of::<$t>(),
+                fields: vec![$((stringify!($field), std::mem::offset_of!($t, $field))),*],
+            }
+        };
+    }
+
+    /// The Rust struct each entry point's uniform block is filled from, every field listed.
+    fn rust_uniform(shader: &str, entry: &str) -> RustLayout {
+        use super::{activation::*, attention::*, check::*, generate::*, linear::*, metrics::*};
+        use super::{norm::*, philox::*, state::*};
+        match (shader, entry) {
+            ("philox", "main") => layout!(PhiloxParams, [key0, key1, sequence, stream, count, _pad]),
+            ("generate", "weights") => layout!(
+                WeightParams,
+                [key0, key1, stream, seq_base, shared_seq, rows, cols, batch, mode, scale, out_offset, _pad]
+            ),
+            ("generate", "inputs") => layout!(
+                InputParams,
+                [key0, key1, stream, shared_stream, seq_base, n, d, batch, family, rho, ps, _pad]
+            ),
+            ("linear", "matmul" | "gram") => layout!(
+                LinearParams,
+                [
+                    rows, inner, cols, batch, x_off, x_bs, x_rs, w_bs, y_off, y_bs, y_rs, ps, set_pre, _p0,
+                    _p1, _p2
+                ]
+            ),
+            ("state", "compose") => layout!(ComposeParams, [n, w, batch, ps, blocks, block_w, _p0, _p1]),
+            ("state", "skip") => layout!(SkipParams, [n, w, batch, ps, a, b, _p0, _p1]),
+            ("attention", "prep" | "argmax_rows" | "onehot" | "attend" | "dense") => layout!(
+                AttentionParams,
+                [
+                    n, r, dv, batch, mask, window, kind, remove, head, heads, ps, tau, key0, key1, stream,
+                    seq_base, shared_seq, rowconst, _p0, _p1
+                ]
+            ),
+            ("norm", "normalise") => layout!(NormParams, [n, d, batch, ps, kind, eps, gain, bias]),
+            ("activation", "activate") => layout!(ActivationParams, [n, w, batch, ps, kind, _p0, _p1, _p2]),
+            ("metrics", "cosines" | "metrics") => {
+                layout!(MetricsParams, [n, d, batch, tiles, layer, layers, has_attn, cut_hook])
+            }
+            ("check", "check") => {
+                layout!(CheckParams, [n, w, code, underflow_code, stride, count, _p0, _p1])
+            }
+            _ => panic!("{shader}/{entry}: no Rust uniform struct listed for its uniform block"),
+        }
+    }
+
+    /// Compares `rust` with naga's layout of the uniform block that `entry` of `shader` reads:
+    /// the same members by name and offset, then only padding, and the size of the WGSL struct
+    /// rounded up to a uniform's 16-byte alignment (the binding must be at least that).
+    fn compare_uniform(shader: &Shader, entry: &str, rust: &RustLayout) -> Result<(), String> {
+        let (module, info) = validate(shader.source)?;
+        let index = module.entry_points.iter().position(|e| e.name == entry).ok_or("no such entry")?;
+        let uses = info.get_entry_point(index);
+        let uniforms: Vec<_> = module
+            .global_variables
             .iter()
-            .find_map(|(_, t)| match (&t.name, &t.inner) {
-                (Some(n), naga::TypeInner::Struct { span, .. }) if n == "Params" => Some(*span),
-                _ => None,
-            })
-            .expect("struct Params");
-        let uniform_size = span.div_ceil(16) * 16;
-        assert_eq!(std::mem::size_of::<PhiloxParams>() as u32, uniform_size);
+            .filter(|(h, g)| g.space == naga::AddressSpace::Uniform && !uses[*h].is_empty())
+            .collect();
+        let [(_, global)] = uniforms[..] else {
+            return Err(format!("{} uniform blocks read, not one", uniforms.len()));
+        };
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).map_err(|e| e.to_string())?;
+        let ty = &module.types[global.ty];
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            return Err("the uniform block is not a struct".into());
+        };
+        let struct_name = ty.name.as_deref().unwrap_or("?");
+        let wgsl_size = layouter[global.ty].size;
+        assert_eq!(wgsl_size, *span, "{struct_name}: naga's span and its layout disagree");
+        let size = naga::proc::Alignment::MIN_UNIFORM.round_up(wgsl_size) as usize;
+        if rust.size != size {
+            return Err(format!("{} is {} bytes, {struct_name} {size}", rust.name, rust.size));
+        }
+        for (i, m) in members.iter().enumerate() {
+            let wgsl = (m.name.as_deref().unwrap_or("?"), m.offset as usize);
+            if rust.fields.get(i) != Some(&wgsl) {
+                return Err(format!(
+                    "{struct_name} member {i} is {wgsl:?}, {} has {:?}",
+                    rust.name,
+                    rust.fields.get(i)
+                ));
+            }
+        }
+        for (name, offset) in &rust.fields[members.len()..] {
+            if !name.starts_with('_') || *offset < *span as usize {
+                return Err(format!("{}.{name} at {offset} is not padding after {struct_name}", rust.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every entry point's uniform block is filled from a Rust struct with the WGSL struct's
+    /// members, names and offsets (naga's reflection), and its size.
+    #[test]
+    fn every_uniform_struct_matches_its_wgsl_block() {
+        for shader in SHADERS {
+            for entry in shader.entries {
+                let rust = rust_uniform(shader.name, entry);
+                compare_uniform(shader, entry, &rust)
+                    .unwrap_or_else(|e| panic!("{}/{entry}: {e}", shader.name));
+            }
+        }
+    }
+
+    /// The check above can fail: two fields swapped in the Rust struct are caught.
+    #[test]
+    fn a_swapped_uniform_field_fails_the_layout_check() {
+        #[repr(C)]
+        struct SwappedSkip {
+            n: u32,
+            w: u32,
+            batch: u32,
+            ps: u32,
+            b: f32,
+            a: f32,
+            _p0: u32,
+            _p1: u32,
+        }
+        let state = SHADERS.iter().find(|s| s.name == "state").unwrap();
+        let swapped = layout!(SwappedSkip, [n, w, batch, ps, a, b, _p0, _p1]);
+        assert!(compare_uniform(state, "skip", &swapped).is_err());
+        let right = rust_uniform("state", "skip");
+        assert_eq!(compare_uniform(state, "skip", &right), Ok(()));
     }
 }
