@@ -491,3 +491,25 @@ fn a_metrics_kernel_cut_short_is_a_fault_not_a_number() {
         }
     }
 }
+
+/// The warning about withheld sigma ratios names the resolution floor of the engine and float type
+/// that produced them (the GPU's f32 Lanczos resolves 1e-2, the CPU f64 engine 1.5e-5), not one
+/// taken from `--precision`, which the GPU engine ignores.
+#[test]
+fn the_withheld_warning_names_the_floor_of_the_engine_that_ran() {
+    let Some(_ctx) = context() else { return };
+    // --remove-outlier drives X to a rank-one c v^T that is not collapsed: sigma_2 / sigma_1 falls
+    // below every engine's floor (seed 0).
+    let config =
+        ["--depth", "12", "--tokens", "8", "--width", "8", "--remove-outlier", "--value", "gaussian:1"];
+    for (engine, floor) in [
+        (&["--engine", "gpu", "--precision", "f64"][..], "below 1.0e-2 of the sigma_1"),
+        (&["--engine", "cpu", "--precision", "f64"][..], "below 1.5e-5 of the sigma_1"),
+        (&["--engine", "cpu", "--precision", "f32"][..], "below 1.2e-4 of the sigma_1"),
+    ] {
+        let run = binary().arg("run").args(config).args(engine).args(["--sequences", "2"]).output().unwrap();
+        let log = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{engine:?}: {log}");
+        assert!(log.contains(floor), "{engine:?} should warn '{floor}': {log}");
+    }
+}
