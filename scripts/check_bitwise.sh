@@ -49,9 +49,14 @@ configs=(
 engines=("cpu --precision f64" "cpu --precision f32" "gpu")
 
 have_gpu=1
-if ! "$work/head-bin" run --engine gpu --depth 1 --tokens 4 --width 4 --heads 1 --sequences 1 >/dev/null 2>&1; then
+if ! "$work/head-bin" run --engine gpu --depth 1 --tokens 4 --width 4 --heads 1 --sequences 1 >/dev/null 2>"$work/probe"; then
+  tail -n 3 "$work/probe"
+  if [[ -n ${RANKCOLLAPSE_REQUIRE_GPU:-} ]]; then
+    echo "RANKCOLLAPSE_REQUIRE_GPU is set but the GPU engine did not run"
+    exit 1
+  fi
   have_gpu=0
-  echo "no GPU adapter: the GPU runs are SKIPPED"
+  echo "no GPU adapter: the GPU runs are SKIPPED (set RANKCOLLAPSE_REQUIRE_GPU=1 to make this a failure)"
 fi
 
 fail=0
