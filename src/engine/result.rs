@@ -30,7 +30,8 @@ pub struct SequenceFault {
     pub sequence: usize,
     /// 1-based: the layer whose part failed.
     pub layer: usize,
-    /// attention, norm, mlp or skip.
+    /// The name of the `model::LayerPart` that failed (attention, norm, mlp, skip, weights,
+    /// metrics).
     pub part: String,
     pub what: String,
 }

@@ -234,12 +234,43 @@ pub struct AttentionStats {
     pub spectrum: Option<[f64; 3]>,
 }
 
+/// What a numerical fault is named by, on both engines: the layer part that produced an invalid
+/// state, the layer's weights, or the metrics kernel (the GPU's loop-cut canary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerPart {
+    Weights,
+    Attention,
+    Norm,
+    Mlp,
+    Skip,
+    Metrics,
+}
+
+impl LayerPart {
+    /// The name in fault messages and the manifest's `faults`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerPart::Weights => "weights",
+            LayerPart::Attention => "attention",
+            LayerPart::Norm => "norm",
+            LayerPart::Mlp => "mlp",
+            LayerPart::Skip => "skip",
+            LayerPart::Metrics => "metrics",
+        }
+    }
+}
+
+impl std::fmt::Display for LayerPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A value that a layer part produced and the tracked representation cannot hold (an overflow
 /// of the float type, a NaN): the part that produced it first, and what is wrong.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fault {
-    /// attention, skip, norm or mlp.
-    pub part: &'static str,
+    pub part: LayerPart,
     pub what: String,
 }
 
@@ -275,28 +306,28 @@ pub fn apply_layer_checked<T: Real>(
     };
     let mut stats = AttentionStats::default();
     if let Some(what) = w.not_finite() {
-        return (x.clone(), stats, Some(Fault { part: "weights", what }));
+        return (x.clone(), stats, Some(Fault { part: LayerPart::Weights, what }));
     }
     // The state so far: the input itself until a part produces a new one (no copies).
     let mut y = Cow::Borrowed(x);
     for sub in 0..1 + usize::from(has_mlp) {
         let normed;
         let input: &Tracked<T> = if pre {
-            normed = check(&mut fault, "norm", norm::normalise(cfg, &y));
+            normed = check(&mut fault, LayerPart::Norm, norm::normalise(cfg, &y));
             &normed
         } else {
             &y
         };
         let f = if sub == 0 {
             if fault.is_none() {
-                fault = score_overflow(cfg, input).map(|what| Fault { part: "attention", what });
+                fault = score_overflow(cfg, input).map(|what| Fault { part: LayerPart::Attention, what });
             }
             let (f, s) = attend(input);
             stats = s;
-            let f = check(&mut fault, "attention", f);
+            let f = check(&mut fault, LayerPart::Attention, f);
             if fault.is_none() && underflowed(cfg, input, &f) {
                 fault = Some(Fault {
-                    part: "attention",
+                    part: LayerPart::Attention,
                     what: format!(
                         "the residual fell below the range of its log scale (l = -inf from l = {:.6e}, g = {:.6e}): \
                          the collapse of this layer is beyond what an f64 logarithm holds",
@@ -306,11 +337,12 @@ pub fn apply_layer_checked<T: Real>(
             }
             f
         } else {
-            check(&mut fault, "mlp", mlp::mlp(cfg, w.mlp.as_ref().unwrap(), input))
+            check(&mut fault, LayerPart::Mlp, mlp::mlp(cfg, w.mlp.as_ref().unwrap(), input))
         };
-        let mut next = if plain { f } else { check(&mut fault, "skip", Tracked::affine_sum(a, &y, b, &f)) };
+        let mut next =
+            if plain { f } else { check(&mut fault, LayerPart::Skip, Tracked::affine_sum(a, &y, b, &f)) };
         if post {
-            next = check(&mut fault, "norm", norm::normalise(cfg, &next));
+            next = check(&mut fault, LayerPart::Norm, norm::normalise(cfg, &next));
         }
         y = Cow::Owned(next);
     }
@@ -318,7 +350,7 @@ pub fn apply_layer_checked<T: Real>(
 }
 
 /// Records the first part whose output is not a valid tracked state.
-fn check<T: Real>(fault: &mut Option<Fault>, part: &'static str, s: Tracked<T>) -> Tracked<T> {
+fn check<T: Real>(fault: &mut Option<Fault>, part: LayerPart, s: Tracked<T>) -> Tracked<T> {
     if fault.is_none() {
         *fault = s.fault().map(|what| Fault { part, what });
     }

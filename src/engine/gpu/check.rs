@@ -4,6 +4,7 @@
 
 use super::chunk::{u, Chunk, St};
 use crate::config::Attention;
+use crate::model::LayerPart;
 
 /// The uniform block of shaders/check.wgsl (`Params`).
 #[repr(C)]
@@ -39,13 +40,13 @@ impl FaultPart {
             .find(|p| *p as u32 == part)
     }
 
-    /// The part's name: the strings the CPU engine's faults use (`model::Fault::part`).
-    pub(super) fn name(self) -> &'static str {
+    /// The layer part, as the CPU engine's faults name it.
+    pub(super) fn part(self) -> LayerPart {
         match self {
-            FaultPart::Attention | FaultPart::AttentionUnderflow => "attention",
-            FaultPart::Norm => "norm",
-            FaultPart::Mlp => "mlp",
-            FaultPart::Skip => "skip",
+            FaultPart::Attention | FaultPart::AttentionUnderflow => LayerPart::Attention,
+            FaultPart::Norm => LayerPart::Norm,
+            FaultPart::Mlp => LayerPart::Mlp,
+            FaultPart::Skip => LayerPart::Skip,
         }
     }
 }

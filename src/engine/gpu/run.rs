@@ -14,6 +14,7 @@ use super::GpuContext;
 use crate::config::{Config, Norm};
 use crate::engine::result::SequenceFault;
 use crate::metrics::LayerMetrics;
+use crate::model::LayerPart;
 
 /// Metrics of every sequence at every layer, on the GPU.
 pub fn simulate(ctx: &GpuContext, cfg: &Config, chunk: usize) -> anyhow::Result<Vec<Vec<LayerMetrics>>> {
@@ -107,7 +108,7 @@ pub fn simulate_checked(
                      of an invocation after {LLVMPIPE_LOOP_LIMIT} passes); use a hardware GPU or --engine cpu",
                     ctx.info.name
                 );
-                (layer, "metrics", what)
+                (layer, LayerPart::Metrics.name(), what)
             });
             let state = (codes[b] != 0).then(|| {
                 let (layer, part, what) = decode_fault(codes[b]);
@@ -237,7 +238,7 @@ fn decode_fault(code: u32) -> (usize, &'static str, &'static str) {
         "a NaN or an infinity in the state (R, m, or the log scales g, l)"
     };
     let name = match part {
-        Some(part) => part.name(),
+        Some(part) => part.part().name(),
         None if number == 0 => "",
         None => "unknown part",
     };
