@@ -1,4 +1,4 @@
-// Streaming masked attention on the tracked state (DESIGN.md "Numerics"; CPU twin:
+// Streaming masked attention on the tracked state (docs/DESIGN.md, "Numerics"; CPU twin:
 // model::attention). Per query row i the keys of its mask range are visited once, never
 // storing an n x n matrix. With x_ij = fb b_ij (fb = e^{2g+2l}, b_ij = tau <q_i, k_j>) and p the
 // softmax of the mean-token scores fa a_j over the row's keys, the "split" regime accumulates

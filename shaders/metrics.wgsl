@@ -1,4 +1,4 @@
-// Per-layer, per-sequence metric ingredients from the tracked state (CPU twin: metrics.rs).
+// Per-layer, per-sequence metric ingredients from the tracked state (CPU twin: metrics/state.rs).
 // `cosines`: partial sums of |cos| over token pairs, one per 64-row tile. `metrics`: one
 // workgroup per sequence; writes raw[b, layer, 0..16] =
 //   (g, l, |m|^2, ln|R|_{1,inf}, ln|X/e^g|_{1,inf}, lambda_1(G), |C|_F^2, m^T C m, lambda_1(C),

@@ -1,4 +1,4 @@
-//! Attention as an exact map of the tracked state (DESIGN.md "Numerics").
+//! Attention as an exact map of the tracked state (docs/DESIGN.md, "Numerics").
 //!
 //! With X = e^g (1 m^T + s R), s = e^l, the scores of a softmax head are, up to terms constant
 //! along a row, z_ij = e^{2g} (s a_j + s^2 b_ij) with a_j = tau <m W_Q, r_j W_K> and
