@@ -99,7 +99,7 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<RunReport> {
         Some(s) => s,
         None => Shard::from_env(|k| std::env::var(k).ok())?.unwrap_or(Shard::ALL),
     };
-    let mine: Vec<&Point> = points.iter().filter(|p| shard.contains(p)).collect();
+    let mine: Vec<&Point> = shard.select(&points);
     if let Some(engine) = opts.engine {
         let asks = |p: &&&Point| p.config.engine != crate::config::Engine::Auto && p.config.engine != engine;
         if let Some(p) = mine.iter().find(asks) {
@@ -252,12 +252,19 @@ pub fn estimated_flops(cfg: &crate::config::Config) -> f64 {
     per_layer * cfg.depth as f64 * cfg.sequences as f64
 }
 
-/// `sweep plan`: points per shard and their estimated cost.
+/// `sweep plan`: points per shard and their estimated cost under the assignment `sweep run`
+/// uses ([`spec::assign_shards`]), and how far the largest shard is above the mean.
 pub fn plan(spec: &Spec, shards: usize) -> anyhow::Result<String> {
     if shards == 0 {
         anyhow::bail!("--shards 0 is invalid: must be at least 1");
     }
     let points = spec.expand()?;
+    let mut counts = vec![0usize; shards];
+    let mut flops = vec![0f64; shards];
+    for (p, s) in points.iter().zip(spec::assign_shards(&points, shards)) {
+        counts[s] += 1;
+        flops[s] += estimated_flops(&p.config);
+    }
     let mut out = format!(
         "sweep {}: {} points ({} repeats), {} shards\n",
         spec.name,
@@ -266,11 +273,15 @@ pub fn plan(spec: &Spec, shards: usize) -> anyhow::Result<String> {
         shards
     );
     out += &format!("{:>6} {:>8} {:>14}\n", "shard", "points", "est. FLOP");
-    for i in 0..shards {
-        let shard = Shard { index: i, count: shards };
-        let mine: Vec<&Point> = points.iter().filter(|p| shard.contains(p)).collect();
-        let flops: f64 = mine.iter().map(|p| estimated_flops(&p.config)).sum();
-        out += &format!("{:>6} {:>8} {:>14.3e}\n", i, mine.len(), flops);
+    for (i, (n, f)) in counts.iter().zip(&flops).enumerate() {
+        out += &format!("{:>6} {:>8} {:>14.3e}\n", i, n, f);
+    }
+    let largest = flops.iter().copied().fold(0.0, f64::max);
+    let mean = flops.iter().sum::<f64>() / shards as f64;
+    // The array finishes with its largest task: this ratio is the wall time over a perfect split.
+    if mean > 0.0 {
+        out +=
+            &format!("largest shard: {:.3} x the mean ({largest:.3e} vs {mean:.3e} FLOP)\n", largest / mean);
     }
     Ok(out)
 }

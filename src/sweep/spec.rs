@@ -1,5 +1,5 @@
 //! Sweep specifications: a TOML grid over `Config` fields, expanded in a canonical order into
-//! points with stable ids and derived seeds, and split into deterministic shards.
+//! points with stable ids and derived seeds, and split into shards balanced by estimated cost.
 //!
 //! ```toml
 //! [sweep]
@@ -66,7 +66,8 @@ fn one() -> usize {
 /// One point of a sweep.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Point {
-    /// Position in the canonical order (also decides the shard).
+    /// Position in the canonical order (breaks ties between equally costly points when the
+    /// points are dealt out to shards).
     pub index: usize,
     pub repeat: usize,
     /// 16 hex digits of SHA-256 of the resolved configuration.
@@ -332,12 +333,47 @@ pub fn derive_seed(sweep_seed: u64, base: &Config, repeat: usize) -> u64 {
     u64::from_le_bytes(digest[..8].try_into().unwrap())
 }
 
-/// A slice of a sweep: shard `index` of `count` takes the points whose canonical index is
-/// congruent to `index` modulo `count`.
+/// A slice of a sweep: shard `index` of `count`. Which points it takes is decided by
+/// [`assign_shards`] from the points alone, so every task of an array computes the same split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shard {
     pub index: usize,
     pub count: usize,
+}
+
+/// The shard of each of `points` (by position), `count` shards: longest processing time first
+/// on [`super::estimated_flops`]. The points are taken by cost, largest first (equal costs in
+/// canonical order), each to the shard with the least estimated work so far (equal loads: the
+/// lowest shard index). Dealing by cost instead of by index mod N matters on grids whose cost
+/// grows along one axis: there every Nth point lands on the same few depths and the array waits
+/// for its slowest task.
+///
+/// The result depends only on the points' configurations and their order, which come from the
+/// spec: not on which points are done, the machine or the thread count. The loads are sums of
+/// the same f64 values in the same order everywhere, so they agree to the bit.
+pub fn assign_shards(points: &[Point], count: usize) -> Vec<usize> {
+    let costs: Vec<f64> = points.iter().map(|p| super::estimated_flops(&p.config)).collect();
+    deal_by_cost(&costs, count)
+}
+
+/// Longest processing time first over `costs` (finite, >= 0): the shard of each, as described
+/// at [`assign_shards`].
+fn deal_by_cost(costs: &[f64], count: usize) -> Vec<usize> {
+    use std::cmp::Reverse;
+    assert!(count >= 1, "a sweep has at least one shard");
+    let mut order: Vec<usize> = (0..costs.len()).collect();
+    order.sort_by(|&a, &b| costs[b].total_cmp(&costs[a]).then(a.cmp(&b)));
+    // A min-heap of (load, shard); the loads are finite and >= 0, whose IEEE bit patterns order
+    // as their values do, so they can be compared as integers.
+    let mut loads: std::collections::BinaryHeap<Reverse<(u64, usize)>> =
+        (0..count).map(|shard| Reverse((0f64.to_bits(), shard))).collect();
+    let mut shard_of = vec![0; costs.len()];
+    for i in order {
+        let Reverse((load, shard)) = loads.pop().expect("count >= 1 shards");
+        shard_of[i] = shard;
+        loads.push(Reverse(((f64::from_bits(load) + costs[i]).to_bits(), shard)));
+    }
+    shard_of
 }
 
 impl std::str::FromStr for Shard {
@@ -359,8 +395,10 @@ impl Shard {
         (index < count).then_some(Shard { index, count })
     }
 
-    pub fn contains(&self, point: &Point) -> bool {
-        point.index % self.count == self.index
+    /// This shard's points, in canonical order.
+    pub fn select<'a>(&self, points: &'a [Point]) -> Vec<&'a Point> {
+        let shard_of = assign_shards(points, self.count);
+        points.iter().zip(shard_of).filter(|(_, s)| *s == self.index).map(|(p, _)| p).collect()
     }
 
     /// The shard given by the environment of a Slurm job array (SLURM_ARRAY_TASK_ID,
@@ -443,16 +481,62 @@ mod tests {
 
     #[test]
     fn shards_partition_the_sweep() {
-        let points = Spec::parse(SPEC).unwrap().expand().unwrap();
-        for n in 1..=12 {
-            let mut seen = vec![0; points.len()];
-            for i in 0..n {
-                let shard = Shard { index: i, count: n };
-                for p in points.iter().filter(|p| shard.contains(p)) {
-                    seen[p.index] += 1;
+        // 10 points, and 5 with one repeat: 1 to 12 shards include more shards than points.
+        for text in [SPEC.to_string(), SPEC.replace("repeats = 2", "repeats = 1")] {
+            let points = Spec::parse(&text).unwrap().expand().unwrap();
+            for n in 1..=12 {
+                let mut seen = vec![0; points.len()];
+                for i in 0..n {
+                    for p in (Shard { index: i, count: n }).select(&points) {
+                        seen[p.index] += 1;
+                    }
                 }
+                assert!(seen.iter().all(|&c| c == 1), "{} points, n = {n}: {seen:?}", points.len());
             }
-            assert!(seen.iter().all(|&c| c == 1), "n = {n}: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn shards_are_dealt_by_cost_largest_first() {
+        // Depth 3 costs 3/2 of depth 2 (the mask does not enter the estimate): with costs 3 for
+        // points 6..=9 and 2 for points 0..=5, dealt by hand to the least-loaded of 3 shards
+        // (ties to the lowest shard): 6, 7, 8 -> 0, 1, 2; 9 -> 0; 0 -> 1; 1 -> 2; 2 -> 1; 3 -> 2;
+        // 4 -> 0; 5 -> 1 (loads 8, 9, 7).
+        let points = Spec::parse(SPEC).unwrap().expand().unwrap();
+        let d2 = crate::sweep::estimated_flops(&points[0].config);
+        let d3 = crate::sweep::estimated_flops(&points[6].config);
+        assert_eq!((points[0].params["depth"].as_str(), points[6].params["depth"].as_str()), ("2", "3"));
+        assert_eq!(d3 / d2, 1.5);
+        let indices = |i| -> Vec<usize> {
+            Shard { index: i, count: 3 }.select(&points).iter().map(|p| p.index).collect()
+        };
+        assert_eq!(indices(0), [4, 6, 9]);
+        assert_eq!(indices(1), [0, 2, 5, 7]);
+        assert_eq!(indices(2), [1, 3, 8]);
+        // Equal costs keep canonical order, one per shard in turn.
+        assert_eq!(deal_by_cost(&[1.0; 5], 3), [0, 1, 2, 0, 1]);
+    }
+
+    proptest::proptest! {
+        /// Every cost goes to one shard in range, and no shard exceeds the mean by more than the
+        /// largest single cost (the bound of dealing each to the least-loaded shard).
+        #[test]
+        fn dealing_by_cost_partitions_and_stays_near_the_mean(
+            costs in proptest::collection::vec(0.0f64..1e12, 0..60),
+            count in 1usize..=9,
+        ) {
+            let shard_of = deal_by_cost(&costs, count);
+            proptest::prop_assert_eq!(shard_of.len(), costs.len());
+            let mut loads = vec![0.0; count];
+            for (c, &s) in costs.iter().zip(&shard_of) {
+                proptest::prop_assert!(s < count);
+                loads[s] += c;
+            }
+            let mean = costs.iter().sum::<f64>() / count as f64;
+            let largest_cost = costs.iter().copied().fold(0.0, f64::max);
+            let largest_load = loads.iter().copied().fold(0.0, f64::max);
+            proptest::prop_assert!(largest_load <= (mean + largest_cost) * (1.0 + 1e-12), "{loads:?}");
+            proptest::prop_assert_eq!(&shard_of, &deal_by_cost(&costs, count), "deterministic");
         }
     }
 

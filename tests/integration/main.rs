@@ -10,5 +10,6 @@ mod properties;
 mod reference;
 mod reliability;
 mod reproduce;
+mod shards;
 mod sweep;
 mod validation;
