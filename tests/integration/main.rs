@@ -12,3 +12,4 @@ mod reliability;
 mod reproduce;
 mod sweep;
 mod validation;
+mod workers;
