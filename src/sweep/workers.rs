@@ -193,7 +193,10 @@ pub fn run_points(todo: Vec<&Point>, skipped: usize, job: &Job) -> anyhow::Resul
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| anyhow::bail!("a sweep worker panicked"))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| anyhow::bail!("a sweep worker panicked")))
+            .collect()
     });
     progress.finish();
     let mut outcome = Outcome { failed: failed.load(Ordering::SeqCst), ..Outcome::default() };
@@ -218,7 +221,13 @@ pub fn run_points(todo: Vec<&Point>, skipped: usize, job: &Job) -> anyhow::Resul
 
 /// One worker's loop: claim a point, run it, record it, until none is left, a stop is requested
 /// or its device is lost.
-fn work(w: &Worker, queue: &Queue, progress: &Progress, failed: &AtomicUsize, job: &Job) -> anyhow::Result<End> {
+fn work(
+    w: &Worker,
+    queue: &Queue,
+    progress: &Progress,
+    failed: &AtomicUsize,
+    job: &Job,
+) -> anyhow::Result<End> {
     loop {
         let p = match queue.claim(job.stop) {
             Claim::Point(p) => p,

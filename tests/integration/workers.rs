@@ -22,7 +22,11 @@ fn spec_file(dir: &Path) -> PathBuf {
 
 fn sweep(dir: &Path, out: &str, devices: &str, hook: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rankcollapse"));
-    cmd.args(["sweep", "run"]).arg(spec_file(dir)).arg("--out").arg(dir.join(out)).args(["--devices", devices]);
+    cmd.args(["sweep", "run"])
+        .arg(spec_file(dir))
+        .arg("--out")
+        .arg(dir.join(out))
+        .args(["--devices", devices]);
     cmd.env_remove(LOSE_DEVICE_HOOK).env_remove("RANKCOLLAPSE_TEST_FAIL_POINT");
     if let Some(k) = hook {
         cmd.env(LOSE_DEVICE_HOOK, k);
@@ -76,7 +80,9 @@ fn gpu_all_runs_one_worker_per_gpu_and_merges_like_one_worker() {
     let hardware: Vec<&rankcollapse::engine::gpu::AdapterSummary> =
         list.iter().filter(|a| rankcollapse::engine::gpu::is_hardware(&a.info)).collect();
     let expected: Vec<usize> = match hardware.first() {
-        Some(first) => hardware.iter().filter(|a| a.info.backend == first.info.backend).map(|a| a.index).collect(),
+        Some(first) => {
+            hardware.iter().filter(|a| a.info.backend == first.info.backend).map(|a| a.index).collect()
+        }
         None => vec![0],
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -173,11 +179,60 @@ fn bad_device_specs_are_refused_naming_the_value_and_what_is_allowed() {
         let o = cmd.output().unwrap();
         let log = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "--devices {devices}: {log}");
-        assert!(log.contains(&format!("--devices {devices:?}")), "the error does not name {devices:?}: {log}");
+        assert!(
+            log.contains(&format!("--devices {devices:?}")),
+            "the error does not name {devices:?}: {log}"
+        );
         for want in wants {
             assert!(log.contains(&want), "--devices {devices}: no {want:?} in {log}");
         }
         assert!(!log.contains("panicked"), "{log}");
         assert!(!tmp.path().join("never").exists(), "--devices {devices} wrote results");
     }
+}
+
+/// SIGTERM stops both workers: the points in flight are abandoned (not recorded), the records
+/// written are whole, nothing is merged, exit 143; the resume merges to one worker's bytes.
+#[test]
+fn sigterm_stops_every_worker_and_the_resume_matches_one_worker() {
+    use crate::reliability::{send, wait_until};
+    let Some(_ctx) = context() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("term");
+    let recorded = || std::fs::read_dir(out.join("points")).map_or(0, |d| d.count());
+    let child = Command::new(env!("CARGO_BIN_EXE_rankcollapse"))
+        .args(["sweep", "run"])
+        .arg(spec_file(tmp.path()))
+        .arg("--out")
+        .arg(&out)
+        .args(["--devices", "gpu:0,0"])
+        .env_remove(LOSE_DEVICE_HOOK)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(|| recorded() >= 1);
+    send(&child, "TERM");
+    let o = child.wait_with_output().unwrap();
+    let log = stderr(&o);
+    let now = recorded();
+    assert!(now < POINTS, "the sweep finished before the signal; make the points slower:\n{log}");
+    assert_eq!(o.status.code(), Some(143), "{log}");
+    assert!(
+        log.contains(&format!("interrupted by SIGTERM: {now} of {POINTS} points of this shard done, ")),
+        "{log}"
+    );
+    for entry in std::fs::read_dir(out.join("points")).unwrap() {
+        let rec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        assert_eq!(rec["status"], "done", "{log}");
+    }
+    // Every abandoned point (named in the message) is unrecorded.
+    let tail = log.lines().find(|l| l.contains("interrupted by SIGTERM")).unwrap();
+    for id in tail.split_whitespace().filter(|w| w.len() == 16 && w.chars().all(|c| c.is_ascii_hexdigit())) {
+        assert!(!out.join("points").join(format!("{id}.json")).exists(), "abandoned point {id} was recorded");
+    }
+    assert!(!out.join("merged.csv").exists(), "an interrupted sweep must not merge");
+    let o = sweep(tmp.path(), "term", "gpu:0,0", None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(out.join("merged.csv")).unwrap() == one_worker());
 }
