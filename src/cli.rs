@@ -147,8 +147,10 @@ pub struct SweepRunArgs {
     #[arg(long, allow_negative_numbers = true, value_parser = thread_count)]
     pub threads: Option<usize>,
     /// all: each point runs on the engine its configuration picks (auto: a hardware GPU if any);
-    /// cpu | gpu: points whose engine is auto run on that engine. Points run one at a time: for
-    /// several GPUs, run one shard per GPU with --set adapter=I.
+    /// cpu | gpu: points whose engine is auto run on that engine; these run one point at a time.
+    /// gpu:all: one worker per GPU (every hardware adapter of the first backend with one, else
+    /// adapter 0); gpu:I,J,...: one worker per listed adapter index of `rankcollapse devices`
+    /// (repeat an index for two workers on one adapter). Workers share the shard's points.
     #[arg(long, default_value = "all")]
     pub devices: String,
 }

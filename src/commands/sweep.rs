@@ -30,11 +30,11 @@ pub fn execute(cmd: SweepCommand) -> anyhow::Result<i32> {
 fn run(a: &SweepRunArgs) -> anyhow::Result<i32> {
     let stop = stop_on_signals()?;
     let stop = &*stop;
-    let engine = sweep::parse_devices(&a.devices)?;
+    let devices = sweep::parse_devices(&a.devices, crate::engine::gpu::adapters)?;
     let spec = sweep::load(&a.spec, &a.set)?;
     let report = sweep::run(
         &spec,
-        &sweep::RunOptions { out: &a.out, force: a.force, shard: a.shard, threads: a.threads, engine, stop },
+        &sweep::RunOptions { out: &a.out, force: a.force, shard: a.shard, threads: a.threads, devices, stop },
     )?;
     if report.merged {
         default_plot(&a.out);
@@ -55,13 +55,28 @@ fn run(a: &SweepRunArgs) -> anyhow::Result<i32> {
             a.out.display()
         );
     }
+    if !report.unfinished.is_empty() {
+        let (shown, more) = report.unfinished.split_at(report.unfinished.len().min(10));
+        let more = if more.is_empty() { String::new() } else { format!(" and {} more", more.len()) };
+        eprintln!(
+            "error: every GPU worker lost its device ({}); {} points of this shard not done (not recorded; a rerun \
+             computes them): {}{more}",
+            report.lost.join("; "),
+            report.unfinished.len(),
+            shown.join(", ")
+        );
+    }
     if let Some((signal, abandoned)) = report.interrupted {
         eprintln!(
             "interrupted by {}: {} of {} points of this shard done, {}; resume with the same command",
             signal_name(signal),
             report.done,
             report.shard_points,
-            abandoned.map_or_else(|| "no point in flight".to_string(), |p| format!("point {p} abandoned"))
+            match abandoned.as_slice() {
+                [] => "no point in flight".to_string(),
+                [p] => format!("point {p} abandoned"),
+                many => format!("points {} abandoned", many.join(", ")),
+            }
         );
         return Ok(signal_exit(signal));
     }

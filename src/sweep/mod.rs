@@ -7,15 +7,16 @@
 pub mod emit;
 pub mod spec;
 pub mod store;
+pub mod workers;
 
-use crate::engine::{run_until_stopped, Computed};
+pub use workers::{parse_devices, Devices};
+
 use crate::output::Nonfinite;
 use crate::signals::stop_requested;
 use spec::{Point, Shard, Spec};
-use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::atomic::AtomicUsize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The effective spec: the file plus `--set` overrides.
 pub fn load(spec_file: &Path, sets: &[String]) -> anyhow::Result<Spec> {
@@ -26,28 +27,13 @@ pub fn load(spec_file: &Path, sets: &[String]) -> anyhow::Result<Spec> {
     Spec::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", spec_file.display()))?.with_overrides(&sets)
 }
 
-/// `--devices`: which engine the points whose configuration says `engine = "auto"` run on (all:
-/// each picks as `run` does; cpu or gpu: that engine). Points run one at a time either way.
-pub fn parse_devices(s: &str) -> anyhow::Result<Option<crate::config::Engine>> {
-    use crate::config::Engine;
-    match s {
-        "all" => Ok(None),
-        "cpu" => Ok(Some(Engine::Cpu)),
-        "gpu" => Ok(Some(Engine::Gpu)),
-        other => anyhow::bail!(
-            "--devices {other:?} is invalid: allowed are all (each point's engine = \"auto\" picks), cpu or gpu \
-             (points with engine = \"auto\" run on that engine)"
-        ),
-    }
-}
-
 pub struct RunOptions<'a> {
     pub out: &'a Path,
     pub force: bool,
     pub shard: Option<Shard>,
     pub threads: Option<usize>,
-    /// The engine for the points whose configuration says auto (`--devices cpu|gpu`).
-    pub engine: Option<crate::config::Engine>,
+    /// The workers and the engine for the points whose configuration says auto (`--devices`).
+    pub devices: Devices,
     /// The number of the signal that asked to stop (0: none), set by `signals::stop_on_signals`.
     pub stop: &'a AtomicUsize,
 }
@@ -61,19 +47,24 @@ pub struct RunReport {
     pub done: usize,
     /// Points that failed in this run.
     pub failed: usize,
+    /// Why each GPU worker that lost its device stopped (`--devices gpu:...`).
+    pub lost: Vec<String>,
+    /// Points of the shard left undone because every GPU worker lost its device (not recorded).
+    pub unfinished: Vec<String>,
     /// Done points of the shard with non-finite values: (id, withheld, faults).
     pub nonfinite: Vec<(String, usize, usize)>,
     /// Whether this run wrote `merged.csv` (the sweep is complete).
     pub merged: bool,
-    /// The stop request that ended the run early: the signal, and the point abandoned (if one
-    /// was in flight).
-    pub interrupted: Option<(usize, Option<String>)>,
+    /// The stop request that ended the run early: the signal, and the points abandoned (those in
+    /// flight; none, or one per worker).
+    pub interrupted: Option<(usize, Vec<String>)>,
 }
 
 impl RunReport {
-    /// The exit code without an interruption: 1 when a point failed or has non-finite values.
+    /// The exit code without an interruption: 1 when a point failed, has non-finite values or
+    /// was left undone by lost devices.
     pub fn code(&self) -> i32 {
-        i32::from(self.failed > 0 || !self.nonfinite.is_empty())
+        i32::from(self.failed > 0 || !self.nonfinite.is_empty() || !self.unfinished.is_empty())
     }
 }
 
@@ -81,8 +72,9 @@ impl RunReport {
 /// them; a live write takes milliseconds.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 
-/// Runs every point of this process's shard that is not finished. A stop request abandons the
-/// point in flight (not recorded, so a rerun computes it) and returns at once.
+/// Runs every point of this process's shard that is not finished, on the workers of `--devices`
+/// (`workers`). A stop request abandons the points in flight (not recorded, so a rerun computes
+/// them) and returns at once.
 pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<RunReport> {
     let points = spec.expand()?;
     crate::output::probe_output_dir(opts.out)?;
@@ -100,12 +92,13 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<RunReport> {
         None => Shard::from_env(|k| std::env::var(k).ok())?.unwrap_or(Shard::ALL),
     };
     let mine: Vec<&Point> = shard.select(&points);
-    if let Some(engine) = opts.engine {
+    if let Some(engine) = opts.devices.engine() {
         let asks = |p: &&&Point| p.config.engine != crate::config::Engine::Auto && p.config.engine != engine;
         if let Some(p) = mine.iter().find(asks) {
             anyhow::bail!(
-                "--devices {engine} contradicts point {} of this shard, whose engine is {} (drop --devices, \
+                "--devices {} contradicts point {} of this shard, whose engine is {} (drop --devices, \
                  or --set engine=auto)",
+                opts.devices,
                 p.id,
                 p.config.engine
             );
@@ -116,7 +109,7 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<RunReport> {
         .copied()
         .filter(|p| opts.force || store::status(opts.out, p) != store::Status::Done)
         .collect();
-    let progress = Progress::new(todo.len() as u64, mine.len() - todo.len());
+    let skipped = mine.len() - todo.len();
     log(&format!(
         "sweep {}: {} points, shard {}/{} has {}, {} already done, {} to run",
         spec.name,
@@ -124,59 +117,19 @@ pub fn run(spec: &Spec, opts: &RunOptions) -> anyhow::Result<RunReport> {
         shard.index,
         shard.count,
         mine.len(),
-        mine.len() - todo.len(),
+        skipped,
         todo.len()
     ));
-    let mut report = RunReport { shard_points: mine.len(), ..RunReport::default() };
-    for p in todo {
-        if let Some(signal) = stop_requested(opts.stop) {
-            report.interrupted = Some((signal, None));
-            break;
-        }
-        let mut cfg = p.config.clone();
-        if let Some(t) = opts.threads {
-            cfg.threads = t;
-        }
-        if let (Some(e), crate::config::Engine::Auto) = (opts.engine, cfg.engine) {
-            cfg.engine = e;
-        }
-        let started = Instant::now();
-        // Test hook: RANKCOLLAPSE_TEST_FAIL_POINT=<id> makes that point fail, to exercise the
-        // failure path without a real fault.
-        let injected = std::env::var("RANKCOLLAPSE_TEST_FAIL_POINT").is_ok_and(|v| v == p.id);
-        let outcome = if injected {
-            Err("injected failure (RANKCOLLAPSE_TEST_FAIL_POINT)".to_string())
-        } else {
-            match run_until_stopped(&cfg, opts.stop) {
-                Computed::Finished(r) => r,
-                Computed::Abandoned(signal) => {
-                    report.interrupted = Some((signal, Some(format!("{} ({})", p.id, describe(p)))));
-                    break;
-                }
-            }
-        };
-        let outcome = outcome.map(|out| {
-            let stats = crate::output::summaries(&out);
-            let layers = store::layers_json(&stats);
-            (out, layers)
-        });
-        if outcome.is_err() {
-            report.failed += 1;
-        }
-        let status = if outcome.is_ok() { "done" } else { "failed" };
-        let rec = store::record(p, outcome);
-        crate::output::write_atomic(
-            &store::point_path(opts.out, &p.id),
-            serde_json::to_string(&rec)?.as_bytes(),
-        )?;
-        progress.point(&format!(
-            "point {} ({}) {status} in {:.2}s",
-            p.id,
-            describe(p),
-            started.elapsed().as_secs_f64()
-        ));
-    }
-    progress.finish();
+    let job = workers::Job { out: opts.out, threads: opts.threads, devices: &opts.devices, stop: opts.stop };
+    let outcome = workers::run_points(todo, skipped, &job)?;
+    let mut report = RunReport {
+        shard_points: mine.len(),
+        failed: outcome.failed,
+        lost: outcome.lost,
+        unfinished: outcome.unfinished,
+        interrupted: outcome.interrupted,
+        ..RunReport::default()
+    };
     let shard_census = store::census(opts.out, mine.iter().copied());
     report.done = shard_census.done;
     report.nonfinite = shard_census.nonfinite;
@@ -200,44 +153,6 @@ fn describe(p: &Point) -> String {
 
 fn log(msg: &str) {
     eprintln!("[rankcollapse] {msg}");
-}
-
-/// A bar with points done, rate and ETA on a terminal; plain log lines otherwise (Slurm logs).
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    total: u64,
-    done: std::cell::Cell<u64>,
-}
-
-impl Progress {
-    fn new(total: u64, skipped: usize) -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} points  {per_sec}  ETA {eta}  {msg}",
-                )
-                .expect("valid template"),
-            );
-            if skipped > 0 {
-                bar.set_message(format!("({skipped} already done)"));
-            }
-            bar
-        });
-        Progress { bar, total, done: std::cell::Cell::new(0) }
-    }
-    fn point(&self, line: &str) {
-        self.done.set(self.done.get() + 1);
-        match &self.bar {
-            Some(bar) => bar.inc(1),
-            None => log(&format!("[{}/{}] {line}", self.done.get(), self.total)),
-        }
-    }
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish();
-        }
-    }
 }
 
 /// Floating-point operations of one point (documented estimate for planning): per sequence and

@@ -13,3 +13,4 @@ mod reproduce;
 mod shards;
 mod sweep;
 mod validation;
+mod workers;

@@ -24,7 +24,7 @@ fn write_slow_spec(dir: &Path) -> PathBuf {
     path
 }
 
-fn send(child: &Child, signal: &str) {
+pub(crate) fn send(child: &Child, signal: &str) {
     // The shell's own kill: no extra crate, present wherever the tests run.
     let status = Command::new("sh").args(["-c", &format!("kill -{signal} {}", child.id())]).status().unwrap();
     assert!(status.success(), "kill -{signal} failed");
@@ -32,7 +32,7 @@ fn send(child: &Child, signal: &str) {
 
 /// Polls (every 5 ms) until `done` holds; gives up after two minutes so a broken binary fails
 /// the test instead of hanging it.
-fn wait_until(mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(mut done: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !done() && start.elapsed().as_secs() < 120 {
         std::thread::sleep(std::time::Duration::from_millis(5));

@@ -184,9 +184,21 @@ pub struct GpuContext {
     destroy_pending: AtomicBool,
 }
 
+/// The words of every lost-device error ([`GpuContext::check`]): `sweep run`'s GPU workers read
+/// an engine error that carries them as a lost device (the worker stops, its point goes to the
+/// others) rather than a failed point.
+const DEVICE_LOST: &str = "was lost";
+
+/// Whether an engine error (its whole chain, as `engine::run_until_stopped` gives it) says that
+/// the GPU device was lost.
+pub fn is_device_lost(error: &str) -> bool {
+    error.contains(DEVICE_LOST) && error.contains("the GPU device on ")
+}
+
 /// Test hook: `RANKCOLLAPSE_TEST_LOSE_DEVICE=K` destroys the K-th device this process creates
 /// (counting from 1) in the middle of its first chunk (after the first layer's work has been
-/// submitted), so that the lost-device path runs for real.
+/// submitted), so that the lost-device path runs for real. With several `sweep run` GPU workers
+/// the count runs over all of them, so exactly one worker loses its device.
 pub const LOSE_DEVICE_HOOK: &str = "RANKCOLLAPSE_TEST_LOSE_DEVICE";
 static DEVICES_CREATED: AtomicUsize = AtomicUsize::new(0);
 
@@ -258,7 +270,7 @@ impl GpuContext {
     /// `Err` when the device was lost or an error escaped every error scope since the last check.
     pub fn check(&self) -> anyhow::Result<()> {
         if let Some(why) = self.lost() {
-            anyhow::bail!("the GPU device on {} was lost ({why})", self.info.name);
+            anyhow::bail!("the GPU device on {} {DEVICE_LOST} ({why})", self.info.name);
         }
         let errors = std::mem::take(&mut *self.faults.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(first) = errors.first() {
