@@ -164,13 +164,13 @@ fn check_job_flags(a: &SweepPlanArgs) -> anyhow::Result<()> {
 fn check_limits(a: &SweepPlanArgs, res: &Resources) -> anyhow::Result<()> {
     if let Some(limit) = a.cpu_limit.filter(|&l| l < res.cpus) {
         anyhow::bail!(
-            "--cpu-limit {limit} is below the CPU request of {} per task (--cpus-per-task): a limit must be at              least the request",
+            "--cpu-limit {limit} is below the CPU request of {} per task (--cpus-per-task): a limit must be at least the request",
             res.cpus
         );
     }
     if let Some(limit) = a.mem_limit.filter(|&l| l < res.memory) {
         anyhow::bail!(
-            "--mem-limit {} is below the memory request of {} per task (--mem{}): a limit must be at least the              request",
+            "--mem-limit {} is below the memory request of {} per task (--mem{}): a limit must be at least the request",
             limit.kubernetes(),
             res.memory.kubernetes(),
             if a.mem.is_some() { "" } else { ", here the estimate" }
