@@ -91,6 +91,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Sweep's variant is large since `sweep plan` has the job flags; the value is built once per
+// process, and unboxed it keeps the plain `SweepCommand::Plan(SweepPlanArgs { .. })` patterns.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one configuration and report per-layer collapse metrics.

@@ -82,7 +82,7 @@ pub struct KubernetesOptions {
 /// resource: Kubernetes wants them in limits, and requests equal to them.
 fn kubernetes_resources(res: &Resources, opts: &KubernetesOptions) -> String {
     let gpu =
-        (res.gpus > 0).then(|| format!("            nvidia.com/gpu: \"{}\"\n", res.gpus)).unwrap_or_default();
+        if res.gpus > 0 { format!("            nvidia.com/gpu: \"{}\"\n", res.gpus) } else { String::new() };
     let cpu_limit = opts.cpu_limit.map(|c| format!("            cpu: \"{c}\"\n")).unwrap_or_default();
     let memory_limit = opts.memory_limit.unwrap_or(res.memory).kubernetes();
     format!(

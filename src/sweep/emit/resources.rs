@@ -30,10 +30,9 @@ impl FromStr for Memory {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let err = || {
-            format!(
-                "expected a whole number with a binary unit: M or Mi (MiB), G or Gi (GiB), T or Ti (TiB), \
-                 e.g. 4G; from 1M to 64T"
-            )
+            "expected a whole number with a binary unit: M or Mi (MiB), G or Gi (GiB), T or Ti (TiB), \
+             e.g. 4G; from 1M to 64T"
+                .to_string()
         };
         let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
         let shift = match &s[digits.len()..] {
