@@ -5,13 +5,15 @@
 #     are errors) with `kubernetes-validate` from PyPI, which ships its schemas (installed with
 #     pip when missing; set KUBERNETES_VERSION to validate against another version it ships);
 #   - Slurm: `bash -n` of the sbatch script and every requested resource as an #SBATCH line.
-# Needs the debug binary (`cargo build`; CARGO_TARGET_DIR applies). Exit status 0 only on PASS.
+# Builds the debug binary (`cargo build`; CARGO_TARGET_DIR applies). Exit status 0 only on PASS.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 started=$SECONDS
 k8s_version=${KUBERNETES_VERSION:-1.30.0}
 bin=${CARGO_TARGET_DIR:-target}/debug/rankcollapse
-[[ -x $bin ]] || cargo build --quiet
+# Always: a stale binary would validate old job files (a no-op when up to date; in CI the Slurm
+# test's `cargo build` of the same profile then has nothing left to do).
+cargo build --quiet
 [[ -x $bin ]] || { echo "validate_jobs: no binary at $bin" >&2; exit 1; }
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate >&2
