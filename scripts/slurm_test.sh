@@ -3,7 +3,9 @@
 #   1. cargo build (the dev profile: it shares the dependencies the tests built)
 #   2. start Slurm (scripts/slurm/start.sh; installs slurm-wlm and munge when missing)
 #   3. write a small sweep spec (2 depths x 3 masks, one excluded, 2 repeats: 10 points)
-#   4. `sweep plan --shards 3 --emit slurm`, then `sbatch --wait` the emitted array job
+#   4. `sweep plan --shards 3 --emit slurm` with CPU, memory and time requests and the default
+#      GPU request (a gres of the cluster's fake GPUs); check the #SBATCH lines, then
+#      `sbatch --wait` the emitted array job with them
 #   5. `sweep status` and `sweep merge` of the Slurm results
 #   6. the same spec in one process: `sweep run` then `sweep merge`
 #   7. the two merged.csv files must be byte-identical, with 10 distinct point ids
@@ -71,8 +73,12 @@ check() { # check NAME COMMAND...: a check that is recorded and does not stop th
 
 step "cargo build"
 cargo build
-bin=$repo/target/debug/rankcollapse
-[[ -x $bin ]] || die "no binary at $bin after cargo build"
+built=${CARGO_TARGET_DIR:-$repo/target}/debug/rankcollapse
+[[ -x $built ]] || die "no binary at $built after cargo build"
+# A copy: the emitted script names this path, and a rebuild in a shared target directory while
+# the array runs must not swap the binary under its tasks.
+bin=$work/rankcollapse
+cp "$built" "$bin"
 
 step "starting Slurm in $slurm_dir"
 slurm_started=1
@@ -92,18 +98,25 @@ out_local=$work/out-local
 expected_points=10
 
 step "sweep plan --shards 3 --emit slurm"
-plan_out=$("$bin" sweep plan "$spec" --shards 3 --emit slurm --out "$out_slurm") ||
+# One CPU per task (the node may have 2), a small memory request and a time limit; the GPU request
+# is the default (the points' engine is auto), scheduled on the fake GPUs of start.sh.
+plan_out=$("$bin" sweep plan "$spec" --shards 3 --emit slurm --out "$out_slurm" \
+    --cpus-per-task 1 --mem 256M --time 10) ||
     die "rankcollapse sweep plan failed"
 echo "$plan_out" >&2
 sbatch_file=$out_slurm/sweep.sbatch
 [[ -f $sbatch_file ]] || die "sweep plan wrote no $sbatch_file"
 grep -qxF "$sbatch_file" <<<"$plan_out" || die "sweep plan did not print the path $sbatch_file"
-grep -qx '#SBATCH --array=0-2' "$sbatch_file" || die "$sbatch_file has no '#SBATCH --array=0-2'" "$sbatch_file"
+for line in --array=0-2 --cpus-per-task=1 --mem=256M --time=00:10:00 --gres=gpu:1; do
+    grep -qx -- "#SBATCH $line" "$sbatch_file" || die "$sbatch_file has no '#SBATCH $line'" "$sbatch_file"
+done
+grep -q "requested per task: 1 GPU, 1 CPU, 256M memory, time limit 00:10:00" <<<"$plan_out" ||
+    die "sweep plan did not print what each task requests"
 
 step "sbatch --wait $sbatch_file"
 job_timeout=${SLURM_TEST_JOB_TIMEOUT:-300}
 sbatch_rc=0
-job_id=$(timeout "$job_timeout" sbatch --wait --parsable --chdir="$work" --time=10 "$sbatch_file") ||
+job_id=$(timeout "$job_timeout" sbatch --wait --parsable --chdir="$work" "$sbatch_file") ||
     sbatch_rc=$?
 job_id=${job_id%%;*}
 say "job ${job_id:-?}: sbatch --wait exit status $sbatch_rc"

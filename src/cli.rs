@@ -4,6 +4,8 @@
 use crate::config::{
     Attention, Config, Engine, Input, Mask, Mlp, Norm, Precision, Skip, Weights, MAX_THREADS,
 };
+use crate::sweep::emit::resources::{is_dns_subdomain, MAX_GPUS};
+use crate::sweep::emit::{GpuStyle, Memory, NodeLabel, TimeLimit, Toleration};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -55,13 +57,27 @@ fn image_name(s: &str) -> Result<String, String> {
 
 /// A PersistentVolumeClaim name: a DNS-1123 subdomain.
 fn claim_name(s: &str) -> Result<String, String> {
-    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let ok = s.len() <= 253
-        && s.starts_with(alnum)
-        && s.ends_with(alnum)
-        && s.chars().all(|c| alnum(c) || c == '-' || c == '.');
-    ok.then(|| s.to_string())
+    is_dns_subdomain(s)
+        .then(|| s.to_string())
         .ok_or_else(|| "expected a DNS-1123 name: 1 to 253 characters from a-z 0-9 - ., starting and ending with a letter or digit".into())
+}
+
+fn gpu_count(s: &str) -> Result<usize, String> {
+    whole(s).ok().filter(|&n| n <= MAX_GPUS).ok_or_else(|| format!("expected 0 (no GPU) to {MAX_GPUS}"))
+}
+
+fn cpu_count(s: &str) -> Result<usize, String> {
+    whole(s)
+        .ok()
+        .filter(|n| (1..=MAX_THREADS).contains(n))
+        .ok_or_else(|| format!("expected 1 to {MAX_THREADS}"))
+}
+
+/// A Slurm partition or account name as it may appear in an `#SBATCH` line.
+fn slurm_name(s: &str) -> Result<String, String> {
+    let ok =
+        !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    ok.then(|| s.to_string()).ok_or_else(|| "expected 1 to 64 characters from A-Z a-z 0-9 . _ -".into())
 }
 
 #[derive(Parser, Debug)]
@@ -75,6 +91,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Sweep's variant is large since `sweep plan` has the job flags; the value is built once per
+// process, and unboxed it keeps the plain `SweepCommand::Plan(SweepPlanArgs { .. })` patterns.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one configuration and report per-layer collapse metrics.
@@ -181,6 +200,40 @@ pub struct SweepPlanArgs {
     /// PersistentVolumeClaim of the Kubernetes Job (mounted at /sweep).
     #[arg(long, default_value = "rankcollapse-sweep", value_parser = claim_name)]
     pub pvc: String,
+    /// GPUs per task, 0 to 16 [default: 1 when a point runs on the GPU engine, else 0].
+    #[arg(long, allow_negative_numbers = true, value_parser = gpu_count)]
+    pub gpus_per_task: Option<usize>,
+    /// CPUs per task [default: the points' largest threads; 4 when threads = 0 (all cores)].
+    #[arg(long, allow_negative_numbers = true, value_parser = cpu_count)]
+    pub cpus_per_task: Option<usize>,
+    /// Memory per task: N with M/Mi, G/Gi or T/Ti (binary units) [default: an estimate from the points].
+    #[arg(long, allow_negative_numbers = true, value_parser = |s: &str| s.parse::<Memory>())]
+    pub mem: Option<Memory>,
+    /// Time limit per task, as Slurm writes it (MINUTES, H:MM:SS, D-HH:MM:SS, ...) [default: none].
+    #[arg(long, allow_negative_numbers = true, value_parser = |s: &str| s.parse::<TimeLimit>())]
+    pub time: Option<TimeLimit>,
+    /// Slurm: how to ask for GPUs, gres (--gres=gpu:N) or gpus-per-task (--gpus-per-task=N)
+    /// [default: gres].
+    #[arg(long, value_enum)]
+    pub gpu_request: Option<GpuStyle>,
+    /// Slurm partition [default: the cluster's default].
+    #[arg(long, value_parser = slurm_name)]
+    pub partition: Option<String>,
+    /// Slurm account [default: the user's default].
+    #[arg(long, value_parser = slurm_name)]
+    pub account: Option<String>,
+    /// Kubernetes CPU limit per task, at least --cpus-per-task [default: none].
+    #[arg(long, allow_negative_numbers = true, value_parser = cpu_count)]
+    pub cpu_limit: Option<usize>,
+    /// Kubernetes memory limit per task, at least --mem [default: the memory request].
+    #[arg(long, allow_negative_numbers = true, value_parser = |s: &str| s.parse::<Memory>())]
+    pub mem_limit: Option<Memory>,
+    /// Kubernetes node selector KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = |s: &str| s.parse::<NodeLabel>())]
+    pub node_selector: Vec<NodeLabel>,
+    /// Kubernetes toleration KEY=VALUE:EFFECT or KEY:EFFECT (repeatable).
+    #[arg(long, value_name = "KEY[=VALUE]:EFFECT", value_parser = |s: &str| s.parse::<Toleration>())]
+    pub toleration: Vec<Toleration>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -15,7 +15,8 @@
 # Stop it with `scripts/slurm/stop.sh DIR`.
 #
 # Environment: SLURM_START_TIMEOUT (seconds to wait for the node, default 90),
-# SLURMCTLD_PORT and SLURMD_PORT (default 6817 and 6818).
+# SLURMCTLD_PORT and SLURMD_PORT (default 6817 and 6818), SLURM_FAKE_GPUS (the node's fake gpu
+# GRES count, default 2: no device behind it, for scheduling the GPU requests of job files).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -136,6 +137,7 @@ mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
 [[ -n $mem_kb ]] || die "cannot read MemTotal from /proc/meminfo"
 mem_mb=$((mem_kb / 1024))
 conf=$dir/slurm.conf
+fake_gpus=${SLURM_FAKE_GPUS:-2}
 
 cat >"$conf" <<EOF
 # Single-node test cluster written by scripts/slurm/start.sh; everything lives under $dir.
@@ -180,8 +182,21 @@ InactiveLimit=0
 KillWait=5
 Waittime=0
 
-NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+# A fake GPU GRES (gres.conf below), so that job files that ask for GPUs (--gres=gpu:N,
+# --gpus-per-task=N) are accepted and scheduled here; no GPU is behind it.
+GresTypes=gpu
+NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:$fake_gpus State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
+EOF
+
+# Slurm 22.05 drops a GPU GRES without File= ("Removing file-less GPU") and wants a character
+# device there, so each fake GPU is a link to /dev/null; with task/none and no cgroup device
+# rules nothing opens it.
+mkdir -p "$dir/fake-gpu"
+for ((i = 0; i < fake_gpus; i++)); do ln -sfn /dev/null "$dir/fake-gpu/gpu$i"; done
+cat >"$dir/gres.conf" <<EOF
+# $fake_gpus fake GPUs (links to /dev/null) for scheduling GPU requests.
+NodeName=$node Name=gpu File=$dir/fake-gpu/gpu[0-$((fake_gpus - 1))]
 EOF
 
 cat >"$dir/cgroup.conf" <<'EOF'

@@ -6,6 +6,7 @@ use super::plot::default_plot;
 use crate::cli::{Emit, SweepCommand, SweepPlanArgs, SweepRunArgs};
 use crate::output::{self, Nonfinite};
 use crate::signals::{signal_exit, signal_name, stop_on_signals};
+use crate::sweep::emit::{self, Given, KubernetesOptions, Resources, SlurmOptions};
 use crate::sweep::{self, store};
 
 /// Runs one `sweep` subcommand; returns its exit code.
@@ -84,8 +85,9 @@ fn run(a: &SweepRunArgs) -> anyhow::Result<i32> {
 }
 
 /// `sweep plan`: the plan on stdout; with `--emit`, the job file in the results directory (which
-/// it initialises) and its path.
+/// it initialises), what each task asks for, and the file's path.
 fn plan(a: &SweepPlanArgs) -> anyhow::Result<i32> {
+    check_job_flags(a)?;
     let spec = sweep::load(&a.spec, &a.set)?;
     print!("{}", sweep::plan(&spec, a.shards)?);
     if let Some(emit) = a.emit {
@@ -93,21 +95,101 @@ fn plan(a: &SweepPlanArgs) -> anyhow::Result<i32> {
             .out
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("--emit needs --out DIR (the sweep's results directory)"))?;
+        let given = Given { gpus: a.gpus_per_task, cpus: a.cpus_per_task, memory: a.mem, time: a.time };
+        let res = Resources::for_points(&spec.expand()?, given);
+        check_limits(a, &res)?;
         store::init(out, &spec, false)?;
         let out = std::fs::canonicalize(out)?;
         let (file, text) = match emit {
             Emit::Slurm => {
                 let exe = std::env::current_exe()?;
-                (
-                    "sweep.sbatch",
-                    sweep::emit::slurm(&spec.name, &exe, &store::spec_path(&out), &out, a.shards),
-                )
+                let opts = SlurmOptions {
+                    partition: a.partition.clone(),
+                    account: a.account.clone(),
+                    gpu_style: a.gpu_request.unwrap_or_default(),
+                };
+                let script =
+                    emit::slurm(&spec.name, &exe, &store::spec_path(&out), &out, a.shards, &res, &opts);
+                ("sweep.sbatch", script)
             }
-            Emit::K8s => ("sweep-job.yaml", sweep::emit::kubernetes(&spec.name, &a.image, &a.pvc, a.shards)),
+            Emit::K8s => {
+                let opts = KubernetesOptions {
+                    image: a.image.clone(),
+                    pvc: a.pvc.clone(),
+                    cpu_limit: a.cpu_limit,
+                    memory_limit: a.mem_limit,
+                    node_selector: a.node_selector.clone(),
+                    tolerations: a.toleration.clone(),
+                };
+                ("sweep-job.yaml", emit::kubernetes(&spec.name, a.shards, &res, &opts))
+            }
         };
+        print!("{res}");
         let path = out.join(file);
         output::write_atomic(&path, text.as_bytes())?;
         println!("{}", path.display());
     }
     Ok(0)
+}
+
+/// Refuses a job flag that the chosen job file would ignore: before anything is written, so that
+/// a request the user typed never silently goes missing.
+fn check_job_flags(a: &SweepPlanArgs) -> anyhow::Result<()> {
+    let slurm_only = [
+        ("--partition", a.partition.is_some()),
+        ("--account", a.account.is_some()),
+        ("--gpu-request", a.gpu_request.is_some()),
+    ];
+    let k8s_only = [
+        ("--cpu-limit", a.cpu_limit.is_some()),
+        ("--mem-limit", a.mem_limit.is_some()),
+        ("--node-selector", !a.node_selector.is_empty()),
+        ("--toleration", !a.toleration.is_empty()),
+    ];
+    let both = [
+        ("--gpus-per-task", a.gpus_per_task.is_some()),
+        ("--cpus-per-task", a.cpus_per_task.is_some()),
+        ("--mem", a.mem.is_some()),
+        ("--time", a.time.is_some()),
+    ];
+    let given = |flags: &[(&'static str, bool)]| flags.iter().find(|(_, g)| *g).map(|(f, _)| *f);
+    match a.emit {
+        None => {
+            if let Some(f) = given(&slurm_only).or(given(&k8s_only)).or(given(&both)) {
+                anyhow::bail!(
+                    "{f} is a request of the job file: it needs --emit slurm or --emit k8s (and --out DIR)"
+                );
+            }
+        }
+        Some(Emit::Slurm) => {
+            if let Some(f) = given(&k8s_only) {
+                anyhow::bail!("{f} applies to --emit k8s only, not to --emit slurm");
+            }
+        }
+        Some(Emit::K8s) => {
+            if let Some(f) = given(&slurm_only) {
+                anyhow::bail!("{f} applies to --emit slurm only, not to --emit k8s");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Kubernetes limit below its request is refused by the API server: say so here instead.
+fn check_limits(a: &SweepPlanArgs, res: &Resources) -> anyhow::Result<()> {
+    if let Some(limit) = a.cpu_limit.filter(|&l| l < res.cpus) {
+        anyhow::bail!(
+            "--cpu-limit {limit} is below the CPU request of {} per task (--cpus-per-task): a limit must be at least the request",
+            res.cpus
+        );
+    }
+    if let Some(limit) = a.mem_limit.filter(|&l| l < res.memory) {
+        anyhow::bail!(
+            "--mem-limit {} is below the memory request of {} per task (--mem{}): a limit must be at least the request",
+            limit.kubernetes(),
+            res.memory.kubernetes(),
+            if a.mem.is_some() { "" } else { ", here the estimate" }
+        );
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod cpu_perf;
 mod gpu;
+mod jobs;
 mod known_answers;
 mod plot;
 mod precision;
