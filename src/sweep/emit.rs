@@ -151,6 +151,10 @@ pub fn kubernetes(name: &str, shards: usize, res: &Resources, opts: &KubernetesO
          \x20 template:\n\
          \x20   spec:\n\
          \x20     restartPolicy: Never\n\
+         \x20     # The image runs as uid/gid 10001 (Dockerfile): a volume whose driver applies\n\
+         \x20     # fsGroup makes it writable for the image.\n\
+         \x20     securityContext:\n\
+         \x20       fsGroup: 10001\n\
          {placement}\
          \x20     containers:\n\
          \x20     - name: sweep\n\

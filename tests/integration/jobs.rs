@@ -189,6 +189,12 @@ fn kubernetes_job_has_exactly_the_requested_resources_and_placement() {
         ],
         "{yaml}"
     );
+    // The image runs as uid/gid 10001: the pod asks for a volume it can write.
+    assert_eq!(
+        block(&yaml, "securityContext:", "activeDeadlineSeconds:"),
+        ["      securityContext:", "        fsGroup: 10001"],
+        "{yaml}"
+    );
 }
 
 #[test]
