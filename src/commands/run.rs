@@ -21,7 +21,7 @@ pub fn run(args: &RunArgs, stop: &AtomicUsize) -> anyhow::Result<i32> {
         output::remove_stale_temps(dir, std::time::Duration::from_secs(3600));
     }
     let out = match run_until_stopped(&cfg, stop) {
-        Computed::Finished(r) => r.map_err(anyhow::Error::msg)?,
+        Computed::Finished(r) => r?,
         Computed::Abandoned(signal) => {
             eprintln!(
                 "interrupted by {}: the run was abandoned before its compute finished; nothing was written",

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 /// How [`run_until_stopped`] ended.
 pub enum Computed {
-    /// The engine's result, or why it failed (its error chain, or the panic message).
-    Finished(Result<RunOutput, String>),
+    /// The engine's result, or why it failed (its error, or the panic message).
+    Finished(anyhow::Result<RunOutput>),
     /// A stop was requested (by this signal) before the engine finished.
     Abandoned(usize),
 }
@@ -30,13 +30,13 @@ pub fn run_until_stopped(cfg: &Config, stop: &AtomicUsize) -> Computed {
                     .downcast_ref::<String>()
                     .cloned()
                     .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
-                format!("panic: {}", msg.unwrap_or_else(|| "unknown".into()))
+                anyhow::anyhow!("panic: {}", msg.unwrap_or_else(|| "unknown".into()))
             })
-            .and_then(|r| r.map_err(|e| format!("{e:#}")));
+            .and_then(|r| r);
         let _ = tx.send(result);
     });
     if let Err(e) = worker {
-        return Computed::Finished(Err(format!("cannot start the engine's thread: {e}")));
+        return Computed::Finished(Err(anyhow::anyhow!("cannot start the engine's thread: {e}")));
     }
     loop {
         if let Some(signal) = stop_requested(stop) {
@@ -46,7 +46,7 @@ pub fn run_until_stopped(cfg: &Config, stop: &AtomicUsize) -> Computed {
             Ok(result) => return Computed::Finished(result),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Computed::Finished(Err("the engine's thread ended without a result".into()))
+                return Computed::Finished(Err(anyhow::anyhow!("the engine's thread ended without a result")))
             }
         }
     }

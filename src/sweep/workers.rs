@@ -249,7 +249,7 @@ fn work(
         // failure path without a real fault.
         let injected = std::env::var("RANKCOLLAPSE_TEST_FAIL_POINT").is_ok_and(|v| v == p.id);
         let outcome = if injected {
-            Err("injected failure (RANKCOLLAPSE_TEST_FAIL_POINT)".to_string())
+            Err(anyhow::anyhow!("injected failure (RANKCOLLAPSE_TEST_FAIL_POINT)"))
         } else {
             match run_until_stopped(&cfg, job.stop) {
                 Computed::Finished(r) => r,
@@ -266,17 +266,19 @@ fn work(
             if gpu::is_device_lost(why) {
                 queue.hand_back(p);
                 super::log(&format!(
-                    "{} stops: {why}; point {} goes back to the queue for the other workers",
+                    "{} stops: {why:#}; point {} goes back to the queue for the other workers",
                     w.name, p.id
                 ));
-                return Ok(End::Lost(format!("{}: {why}", w.name)));
+                return Ok(End::Lost(format!("{}: {why:#}", w.name)));
             }
         }
-        let outcome = outcome.map(|out| {
-            let stats = crate::output::summaries(&out);
-            let layers = store::layers_json(&stats);
-            (out, layers)
-        });
+        let outcome = outcome
+            .map(|out| {
+                let stats = crate::output::summaries(&out);
+                let layers = store::layers_json(&stats);
+                (out, layers)
+            })
+            .map_err(|e| format!("{e:#}"));
         if outcome.is_err() {
             failed.fetch_add(1, Ordering::SeqCst);
         }

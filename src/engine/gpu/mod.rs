@@ -184,15 +184,18 @@ pub struct GpuContext {
     destroy_pending: AtomicBool,
 }
 
-/// The words of every lost-device error ([`GpuContext::check`]): `sweep run`'s GPU workers read
-/// an engine error that carries them as a lost device (the worker stops, its point goes to the
-/// others) rather than a failed point.
-const DEVICE_LOST: &str = "was lost";
+/// A lost GPU device ([`GpuContext::check`]): `sweep run`'s GPU workers find it in an engine
+/// error's chain and stop (their point goes to the others) rather than fail the point.
+#[derive(Debug, thiserror::Error)]
+#[error("the GPU device on {adapter} was lost ({why})")]
+pub struct DeviceLost {
+    pub adapter: String,
+    pub why: String,
+}
 
-/// Whether an engine error (its whole chain, as `engine::run_until_stopped` gives it) says that
-/// the GPU device was lost.
-pub fn is_device_lost(error: &str) -> bool {
-    error.contains(DEVICE_LOST) && error.contains("the GPU device on ")
+/// Whether an engine error says, anywhere in its chain, that the GPU device was lost.
+pub fn is_device_lost(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<DeviceLost>())
 }
 
 /// Test hook: `RANKCOLLAPSE_TEST_LOSE_DEVICE=K` destroys the K-th device this process creates
@@ -270,7 +273,7 @@ impl GpuContext {
     /// `Err` when the device was lost or an error escaped every error scope since the last check.
     pub fn check(&self) -> anyhow::Result<()> {
         if let Some(why) = self.lost() {
-            anyhow::bail!("the GPU device on {} {DEVICE_LOST} ({why})", self.info.name);
+            return Err(DeviceLost { adapter: self.info.name.clone(), why }.into());
         }
         let errors = std::mem::take(&mut *self.faults.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(first) = errors.first() {
